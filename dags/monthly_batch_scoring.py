@@ -1,0 +1,170 @@
+"""
+### Monthly batch image scoring
+
+Scores one month of images (`images/<YYYYMM>/` in Blob Storage) with a registered
+PyTorch model on Azure ML (or the embedded default) and publishes
+`predictions/<YYYYMM>/predictions.csv`, `errors.csv` and `manifest.json`.
+
+**Which month:** a run covers the data interval [1st of month M, 1st of M+1) and
+scores month M: the run that starts on 1 November scores October. A manual run
+scores the last complete month, unless the trigger form names a `month`.
+Backfill a range of months with `airflow backfill create --dag-id
+monthly_batch_scoring --from-date 2026-01-01 --to-date 2026-03-31`.
+
+**Steps:** plan the run (validates month and settings, no I/O) → check the month
+folder → register the data asset (version = month) → ensure the compute →
+submit the scoring job (reattaches on retry) → wait → validate and publish.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
+
+from batch_scoring.month import MONTH_PATTERN
+from batch_scoring.operators.azure_ml import (
+    AzureMLEnsureComputeOperator,
+    AzureMLRegisterDataAssetOperator,
+    AzureMLSubmitScoringJobOperator,
+    AzureMLWaitForJobOperator,
+)
+
+DAG_ID = "monthly_batch_scoring"
+WASB_CONN_ID = "wasb_default"
+AZURE_ML_CONN_ID = "azure_ml_default"
+DATA_ASSET_NAME = "monthly-images"
+MONTHLY_PREDICTIONS = Asset(name="monthly_predictions", uri="wasb://predictions/")
+
+JOB_PARAMS = {
+    "mini_batch_size": Param(32, type="integer", minimum=1, title="mini_batch_size",
+                             description="Files per mini-batch (one run() call).", section="Job settings"),
+    "error_threshold": Param(50, type="integer", minimum=-1, title="error_threshold",
+                             description="Failed images tolerated over the job; -1: no limit.",
+                             section="Job settings"),
+    "mini_batch_error_threshold": Param(5, type="integer", minimum=-1, title="mini_batch_error_threshold",
+                                        description="Failed mini-batches tolerated; -1: no limit.",
+                                        section="Job settings"),
+    "max_retries": Param(2, type="integer", minimum=0, title="max_retries",
+                         description="Retries of a mini-batch that failed, timed out or lost its worker.",
+                         section="Job settings"),
+    "timeout": Param(300, type="integer", minimum=1, title="timeout (s)",
+                     description="Seconds one mini-batch may take.", section="Job settings"),
+    "instance_count": Param(1, type="integer", minimum=1, title="instance_count",
+                            description="Nodes of the compute cluster.", section="Job settings"),
+    "max_concurrency_per_instance": Param(2, type="integer", minimum=1, title="max_concurrency_per_instance",
+                                          description="Worker processes per node.", section="Job settings"),
+}
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=CronDataIntervalTimetable("0 0 1 * *", timezone="UTC"),
+    start_date=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=2,
+    default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=2)},
+    tags=["scoring", "azure-ml", "monthly"],
+    doc_md=__doc__,
+    render_template_as_native_obj=True,
+    params={
+        "month": Param(None, type=["null", "string"], pattern=MONTH_PATTERN, title="Month (YYYYMM)",
+                       description="Month to score; empty: the run's data interval month.", section="Month"),
+        "model_name": Param("shapes-classifier", type="string", minLength=1, title="Model name", section="Model"),
+        "model_version": Param("1", type="string", minLength=1, title="Model version", section="Model"),
+        "images_container": Param("images", type="string", minLength=3, title="Images container",
+                                  section="Storage"),
+        "predictions_container": Param("predictions", type="string", minLength=3, title="Predictions container",
+                                       section="Storage"),
+        "datastore": Param("images", type="string", minLength=1, title="Azure ML datastore of the images container",
+                           section="Storage"),
+        "compute_name": Param("gpu-cluster", type="string", minLength=2, title="Compute cluster", section="Compute"),
+        "max_nodes": Param(2, type="integer", minimum=1, title="Max nodes", section="Compute"),
+        "poll_interval": Param(30, type="integer", minimum=1, title="Status poll interval (s)", section="Compute"),
+        **JOB_PARAMS,
+    },
+)
+def monthly_batch_scoring():
+    @task(multiple_outputs=True)
+    def plan_run(params: dict, data_interval_start=None, dag=None) -> dict:
+        """Everything the run needs, validated before any I/O."""
+        from batch_scoring.month import resolve_month
+        from scoring.job_settings import JobSettings
+
+        month = resolve_month(params.get("month"), data_interval_start)
+        settings = JobSettings(**{name: params[name] for name in JOB_PARAMS})
+        plan = {
+            "month": month,
+            "job_name": f"{dag.dag_id}-{month}".replace("_", "-"),
+            "data_asset_path": f"azureml://datastores/{params['datastore']}/paths/{month}/",
+            "job_settings": settings.to_dict(),
+        }
+        print(f"scoring month {month}: {plan}")
+        return plan
+
+    @task
+    def check_month_folder(month: str, params: dict) -> dict:
+        """The month folder must exist and hold at least one blob."""
+        from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
+
+        from batch_scoring.publish import list_month_items
+
+        container = params["images_container"]
+        client = WasbHook(wasb_conn_id=WASB_CONN_ID).get_conn().get_container_client(container)
+        items = list_month_items(client, month)
+        if not items:
+            raise FileNotFoundError(f"no blobs under {container}/{month}/ on {WASB_CONN_ID}: upload the month first")
+        print(f"{container}/{month}/ holds {len(items)} items")
+        return {"items": len(items)}
+
+    @task(outlets=[MONTHLY_PREDICTIONS])
+    def validate_and_publish(month: str, job_name: str, params: dict, run_id=None, outlet_events=None) -> dict:
+        """Check the outputs against the inputs (DESIGN.md contract), then publish with a manifest."""
+        import tempfile
+        from pathlib import Path
+
+        from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
+
+        from batch_scoring.hooks.azure_ml import AzureMLHook
+        from batch_scoring.publish import build_manifest, list_month_items, publish_month, validate_outputs
+
+        blobs = WasbHook(wasb_conn_id=WASB_CONN_ID).get_conn()
+        inputs = list_month_items(blobs.get_container_client(params["images_container"]), month)
+        with tempfile.TemporaryDirectory(prefix=f"scoring-{month}-") as scratch:
+            folder = AzureMLHook(azure_ml_conn_id=AZURE_ML_CONN_ID).backend.download_outputs(job_name, Path(scratch))
+            counts = validate_outputs(folder, inputs, month=month, model_name=params["model_name"],
+                                      model_version=params["model_version"])
+            manifest = build_manifest(folder, counts, run_id=run_id, month=month, job_name=job_name,
+                                      model_name=params["model_name"], model_version=params["model_version"])
+            written = publish_month(blobs.get_container_client(params["predictions_container"]), month, folder,
+                                    manifest)
+        print(f"published {', '.join(written)}: {counts.scored} scored, {counts.errors} errors of {counts.inputs}")
+        outlet_events[MONTHLY_PREDICTIONS].extra = {"month": month, "job_name": job_name, **manifest["counts"]}
+        return manifest
+
+    plan = plan_run()
+    folder = check_month_folder(plan["month"])
+    register = AzureMLRegisterDataAssetOperator(
+        task_id="register_data_asset", azure_ml_conn_id=AZURE_ML_CONN_ID,
+        name=DATA_ASSET_NAME, version=plan["month"], path=plan["data_asset_path"],
+    )
+    compute = AzureMLEnsureComputeOperator(
+        task_id="ensure_compute", azure_ml_conn_id=AZURE_ML_CONN_ID,
+        compute_name="{{ params.compute_name }}", max_instances="{{ params.max_nodes }}",
+    )
+    submit = AzureMLSubmitScoringJobOperator(
+        task_id="submit_scoring_job", azure_ml_conn_id=AZURE_ML_CONN_ID, retries=3,
+        job_name=plan["job_name"], month=plan["month"],
+        data_asset_name=DATA_ASSET_NAME, data_asset_version=plan["month"],
+        model_name="{{ params.model_name }}", model_version="{{ params.model_version }}",
+        compute_name="{{ params.compute_name }}", job_settings=plan["job_settings"],
+    )
+    wait = AzureMLWaitForJobOperator(
+        task_id="wait_for_scoring_job", azure_ml_conn_id=AZURE_ML_CONN_ID,
+        job_name=submit.output, poll_interval="{{ params.poll_interval }}",
+    )
+    publish = validate_and_publish(plan["month"], submit.output)
+    plan >> folder >> register >> compute >> submit >> wait >> publish
+
+
+monthly_batch_scoring()

@@ -1,0 +1,61 @@
+"""Bring a month folder from the blob store onto local disk, as Azure ML's `download` input mode does.
+
+The listing is streamed page by page and files go straight to disk, so memory
+does not grow with the month. Files already present with the right size are
+kept, so a resumed job does not fetch them again. A blob whose name cannot be a
+safe local path is not written anywhere: it is returned with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+
+from azure.storage.blob import ContainerClient
+
+log = logging.getLogger(__name__)
+
+
+def safe_relative_path(name: str) -> PurePosixPath | None:
+    path = PurePosixPath(name)
+    if not name or name.startswith("/") or "\\" in name or any(part in ("..", ".") for part in path.parts):
+        return None
+    return path
+
+
+def download_prefix(container: ContainerClient, prefix: str, destination: Path, *, threads: int = 8) -> tuple[int, dict[str, str]]:
+    """Download every blob under `prefix` to `destination`; returns (count, {item: why it was skipped})."""
+    destination.mkdir(parents=True, exist_ok=True)
+    unsafe: dict[str, str] = {}
+    count = 0
+
+    def fetch(name: str, relative: PurePosixPath, size: int) -> None:
+        target = destination.joinpath(*relative.parts)
+        if target.is_file() and target.stat().st_size == size:
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".download")
+        with open(partial, "wb") as stream:
+            container.download_blob(name).readinto(stream)
+        os.replace(partial, target)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        futures = []
+        for blob in container.list_blobs(name_starts_with=prefix):
+            item = blob.name[len(prefix):]
+            relative = safe_relative_path(item)
+            if relative is None:
+                unsafe[item] = "blob name is not a safe relative path; rename the blob"
+                continue
+            futures.append(pool.submit(fetch, blob.name, relative, blob.size))
+            count += 1
+            if len(futures) >= 256:  # bound the queue: memory stays flat on huge months
+                for future in futures:
+                    future.result()
+                futures.clear()
+        for future in futures:
+            future.result()
+    log.info("downloaded %d blobs under %s/%s to %s", count, container.container_name, prefix, destination)
+    return count, unsafe

@@ -1,0 +1,138 @@
+"""Jobs of the local workspace: each one a separate process that outlives whoever submitted it.
+
+A job is a folder (`spec.json`, `status.json`, `job.log`, `outputs/`) and a
+process in its own session running `python -m localml.job_process <folder>`.
+The status file speaks Azure ML's job states, so the Airflow side treats both
+backends alike. A job whose process vanished without a final state is Failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from localml.workspace import LocalWorkspace, WorkspaceError, read_json, write_json
+
+
+class JobStatus:
+    """Azure ML's job states (azure.ai.ml's run-history vocabulary)."""
+
+    NOT_STARTED = "NotStarted"
+    PREPARING = "Preparing"
+    RUNNING = "Running"
+    FINALIZING = "Finalizing"
+    CANCEL_REQUESTED = "CancelRequested"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    CANCELED = "Canceled"
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED})
+
+SPEC_FILE = "spec.json"
+STATUS_FILE = "status.json"
+PROCESS_FILE = "process.json"
+LOG_FILE = "job.log"
+OUTPUTS_DIR = "outputs"
+# The blob store's connection string reaches the job process through its environment only.
+STORAGE_ENV = "LOCALML_STORAGE_CONNECTION_STRING"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def submit(workspace: LocalWorkspace, name: str, spec: dict[str, Any], *, env: dict[str, str] | None = None) -> dict:
+    """Create job `name` and start its process; a name is used once, as on Azure ML."""
+    job_dir = workspace.job_dir(name)
+    try:
+        job_dir.mkdir(parents=True)
+    except FileExistsError:
+        raise WorkspaceError(f"job {name!r} already exists in {workspace.root}; job names are unique") from None
+    write_json(job_dir / SPEC_FILE, {**spec, "name": name})
+    write_json(job_dir / STATUS_FILE, {"name": name, "status": JobStatus.NOT_STARTED, "submitted_at": time.time()})
+    return start(workspace, name, env=env)
+
+
+def start(workspace: LocalWorkspace, name: str, *, env: dict[str, str] | None = None) -> dict:
+    """Start (or restart, after its process was killed) the process of an existing job.
+
+    A restarted job resumes: mini-batches already written are not scored again.
+    """
+    job_dir = workspace.job_dir(name)
+    status = get(workspace, name)
+    if status["status"] == JobStatus.COMPLETED:
+        return status
+    process = read_json(job_dir / PROCESS_FILE)
+    if process and _process_alive(process):
+        raise WorkspaceError(f"job {name!r} is already running (pid {process['pid']})")
+    child_env = {**os.environ, **(env or {})}
+    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), child_env.get("PYTHONPATH")]))
+    (job_dir / PROCESS_FILE).unlink(missing_ok=True)
+    status = {k: v for k, v in status.items() if k not in ("error", "finished_at")}
+    status.update(status=JobStatus.PREPARING, started_at=time.time())
+    write_json(job_dir / STATUS_FILE, status)  # before the process: from now on only it writes progress
+    with open(job_dir / LOG_FILE, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "localml.job_process", str(job_dir)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=child_env,
+            cwd=PROJECT_ROOT, start_new_session=True,
+        )
+    write_json(job_dir / PROCESS_FILE, {"pid": process.pid, "created": psutil.Process(process.pid).create_time()})
+    return status
+
+
+def get(workspace: LocalWorkspace, name: str) -> dict:
+    job_dir = workspace.job_dir(name)
+    status = read_json(job_dir / STATUS_FILE)
+    if status is None:
+        raise WorkspaceError(f"no job named {name!r} in {workspace.root}")
+    process = read_json(job_dir / PROCESS_FILE)
+    if status["status"] not in TERMINAL_STATUSES and process and not _process_alive(process):
+        # Re-read: the process may have written its final state just before exiting.
+        status = read_json(job_dir / STATUS_FILE)
+        if status["status"] not in TERMINAL_STATUSES:
+            status.update(status=JobStatus.FAILED, finished_at=time.time(),
+                          error=f"job process {process['pid']} ended without a final state (killed?); "
+                                f"see {job_dir / LOG_FILE}")
+            write_json(job_dir / STATUS_FILE, status)
+    return status
+
+
+def cancel(workspace: LocalWorkspace, name: str, *, grace_s: float = 15.0) -> dict:
+    """Stop the job's process group (SIGTERM, then SIGKILL) and mark it Canceled."""
+    job_dir = workspace.job_dir(name)
+    status = get(workspace, name)
+    if status["status"] in TERMINAL_STATUSES:
+        return status
+    status["status"] = JobStatus.CANCEL_REQUESTED
+    write_json(job_dir / STATUS_FILE, status)
+    process = read_json(job_dir / PROCESS_FILE)
+    if process and _process_alive(process):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while _process_alive(process) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _process_alive(process):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process["pid"], signal.SIGKILL)
+    status = read_json(job_dir / STATUS_FILE)
+    if status["status"] not in TERMINAL_STATUSES:
+        status.update(status=JobStatus.CANCELED, finished_at=time.time())
+        write_json(job_dir / STATUS_FILE, status)
+    return status
+
+
+def _process_alive(process: dict) -> bool:
+    """True while the job's own process runs: pid and start time must both match (pids get reused)."""
+    try:
+        found = psutil.Process(process["pid"])
+        return abs(found.create_time() - process["created"]) < 0.01 and found.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -1,0 +1,103 @@
+"""The backend boundary: the few things the workflow asks of an Azure ML workspace.
+
+Two implementations: `AzureMLBackend` (azure-ai-ml v2, a real workspace) and
+`LocalBackend` (the embedded default). Operators, the trigger and the DAG see
+only this interface, through `AzureMLHook.backend`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Protocol
+
+from scoring.job_settings import JobSettings
+
+
+class JobStatus:
+    """Azure ML job states; the local backend reports the same ones."""
+
+    NOT_STARTED = "NotStarted"
+    QUEUED = "Queued"
+    PREPARING = "Preparing"
+    PROVISIONING = "Provisioning"
+    STARTING = "Starting"
+    RUNNING = "Running"
+    FINALIZING = "Finalizing"
+    CANCEL_REQUESTED = "CancelRequested"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    CANCELED = "Canceled"
+    NOT_RESPONDING = "NotResponding"
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.NOT_RESPONDING})
+FAILURE_STATES = frozenset({JobStatus.FAILED, JobStatus.CANCELED, JobStatus.NOT_RESPONDING})
+
+
+class BackendError(RuntimeError):
+    """A request the workspace refused; the message is one actionable line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataAsset:
+    name: str
+    version: str
+    path: str  # azureml://datastores/<datastore>/paths/<prefix>/
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputeSpec:
+    name: str
+    vm_size: str = "Standard_NC4as_T4_v3"
+    min_instances: int = 0
+    max_instances: int = 2
+    tier: str = "low_priority"
+    idle_time_before_scale_down: int = 120
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringJobSpec:
+    """One month's scoring job, as both backends build it."""
+
+    name: str
+    experiment: str
+    month: str
+    data_asset_name: str
+    data_asset_version: str
+    model_name: str
+    model_version: str
+    compute: str
+    settings: JobSettings
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobInfo:
+    name: str
+    status: str
+    error: str | None = None
+    url: str | None = None
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class ScoringBackend(Protocol):
+    def ensure_compute(self, spec: ComputeSpec) -> dict[str, Any]: ...
+
+    def register_data_asset(self, asset: DataAsset) -> DataAsset: ...
+
+    def submit_job(self, spec: ScoringJobSpec) -> JobInfo: ...
+
+    def get_job(self, name: str) -> JobInfo: ...
+
+    def list_jobs(self, name_prefix: str) -> list[JobInfo]: ...
+
+    def cancel_job(self, name: str) -> JobInfo: ...
+
+    def download_outputs(self, name: str, destination: Path) -> Path:
+        """Fetch the merged `predictions.csv` and `errors.csv` of a completed job; returns their folder."""
+        ...

@@ -1,0 +1,135 @@
+"""The embedded default's backend: a local workspace folder, Azurite for data, local job processes.
+
+Datastores map to containers of the blob store behind the `wasb` connection
+(datastore `images` is container `images`); compute is this machine's worker
+pool; the model registry is `<workspace>/models/<name>/<version>/`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from localml import jobs
+from localml.workspace import LocalWorkspace, WorkspaceError, read_json, write_json
+
+from batch_scoring.backends.base import (
+    BackendError,
+    ComputeSpec,
+    DataAsset,
+    JobInfo,
+    JobStatus,
+    ScoringJobSpec,
+)
+
+_DATASTORE_PATH = re.compile(r"^azureml://datastores/(?P<datastore>[^/]+)/paths/(?P<prefix>.+)$")
+LOCAL_COMPUTE_TYPE = "local_worker_pool"
+
+
+def parse_datastore_path(path: str) -> tuple[str, str]:
+    match = _DATASTORE_PATH.match(path)
+    if not match:
+        raise BackendError(f"data asset path {path!r} is not of the form azureml://datastores/<name>/paths/<folder>/")
+    prefix = match["prefix"] if match["prefix"].endswith("/") else match["prefix"] + "/"
+    return match["datastore"], prefix
+
+
+class LocalBackend:
+    def __init__(self, workspace_dir: str | os.PathLike, storage_connection_string: str):
+        self.workspace = LocalWorkspace(workspace_dir)
+        self._storage_connection_string = storage_connection_string
+
+    def ensure_compute(self, spec: ComputeSpec) -> dict[str, Any]:
+        path = self.workspace.compute_file(spec.name)
+        existing = read_json(path)
+        if existing is not None:
+            if existing.get("type") != LOCAL_COMPUTE_TYPE:
+                raise BackendError(
+                    f"compute {spec.name!r} exists with type {existing.get('type')!r}, not {LOCAL_COMPUTE_TYPE!r}; "
+                    "pick another compute name"
+                )
+            return existing
+        compute = {"name": spec.name, "type": LOCAL_COMPUTE_TYPE, "cpus": os.cpu_count(),
+                   "max_instances": spec.max_instances}
+        write_json(path, compute)
+        return compute
+
+    def register_data_asset(self, asset: DataAsset) -> DataAsset:
+        parse_datastore_path(asset.path)
+        path = self.workspace.data_asset_file(asset.name, asset.version)
+        existing = read_json(path)
+        if existing is not None:
+            if existing["path"] != asset.path:
+                raise BackendError(
+                    f"data asset {asset.name}:{asset.version} is already registered with path {existing['path']!r}, "
+                    f"not {asset.path!r}; versions are immutable, use another asset name"
+                )
+            return asset
+        write_json(path, {"name": asset.name, "version": asset.version, "path": asset.path, "type": "uri_folder"})
+        return asset
+
+    def submit_job(self, spec: ScoringJobSpec) -> JobInfo:
+        registered = read_json(self.workspace.data_asset_file(spec.data_asset_name, spec.data_asset_version))
+        if registered is None:
+            raise BackendError(f"data asset {spec.data_asset_name}:{spec.data_asset_version} is not registered")
+        if read_json(self.workspace.compute_file(spec.compute)) is None:
+            raise BackendError(f"compute {spec.compute!r} does not exist; run the ensure-compute step first")
+        model_dir = self.workspace.model_dir(spec.model_name, spec.model_version)
+        if not (model_dir / "metadata.json").is_file():
+            raise BackendError(
+                f"model {spec.model_name}:{spec.model_version} is not registered in {self.workspace.root / 'models'}"
+            )
+        container, prefix = parse_datastore_path(registered["path"])
+        job_spec = {
+            "month": spec.month,
+            "experiment": spec.experiment,
+            "input": {"container": container, "prefix": prefix},
+            "code_root": str(jobs.PROJECT_ROOT),
+            "entry_script": "scoring/entry.py",
+            "program_arguments": ["--model_dir", str(model_dir), "--month", spec.month],
+            "settings": spec.settings.to_dict(),
+            "compute": spec.compute,
+            "model": {"name": spec.model_name, "version": spec.model_version},
+            "data_asset": {"name": spec.data_asset_name, "version": spec.data_asset_version},
+            "tags": dict(spec.tags),
+        }
+        try:
+            status = jobs.submit(self.workspace, spec.name, job_spec,
+                                 env={jobs.STORAGE_ENV: self._storage_connection_string})
+        except WorkspaceError as error:
+            raise BackendError(str(error)) from None
+        return self._info(spec.name, status)
+
+    def get_job(self, name: str) -> JobInfo:
+        try:
+            return self._info(name, jobs.get(self.workspace, name))
+        except WorkspaceError as error:
+            raise BackendError(str(error)) from None
+
+    def list_jobs(self, name_prefix: str) -> list[JobInfo]:
+        return [self.get_job(name) for name in self.workspace.jobs_named(name_prefix)]
+
+    def cancel_job(self, name: str) -> JobInfo:
+        return self._info(name, jobs.cancel(self.workspace, name))
+
+    def download_outputs(self, name: str, destination: Path) -> Path:
+        info = self.get_job(name)
+        if info.status != JobStatus.COMPLETED:
+            raise BackendError(f"job {name!r} is {info.status}, not Completed: it has no outputs to download")
+        destination.mkdir(parents=True, exist_ok=True)
+        for file_name in ("predictions.csv", "errors.csv"):
+            shutil.copyfile(self.workspace.job_dir(name) / jobs.OUTPUTS_DIR / file_name, destination / file_name)
+        return destination
+
+    def _info(self, name: str, status: dict) -> JobInfo:
+        log_file = self.workspace.job_dir(name) / jobs.LOG_FILE
+        return JobInfo(
+            name=name,
+            status=status["status"],
+            error=status.get("error"),
+            url=log_file.as_uri(),
+            details={key: status[key] for key in ("counts", "submitted_at", "finished_at") if key in status},
+        )

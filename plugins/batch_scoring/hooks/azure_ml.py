@@ -1,0 +1,94 @@
+"""The only code that reads the Azure ML connection and builds clients for it.
+
+Connection `azure_ml_default` (type `azure_ml`), JSON extras:
+- Azure ML workspace: `subscription_id`, `resource_group`, `workspace_name`; credentials from
+  azure-identity: a service principal when login (client id), password (secret) and
+  `tenant_id` are set, else `DefaultAzureCredential` (managed/workload identity, environment, CLI).
+- Embedded default: `{"backend": "local", "workspace_dir": "...", "wasb_conn_id": "wasb_default"}`.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseHook
+
+from batch_scoring.backends.base import ScoringBackend
+
+LOCAL_BACKEND = "local"
+
+
+class AzureMLHook(BaseHook):
+    """Gives operators and triggers a `ScoringBackend` for one `azure_ml` connection.
+
+    :param azure_ml_conn_id: the Azure ML connection id.
+    """
+
+    conn_name_attr = "azure_ml_conn_id"
+    default_conn_name = "azure_ml_default"
+    conn_type = "azure_ml"
+    hook_name = "Azure ML (batch scoring)"
+
+    def __init__(self, azure_ml_conn_id: str = default_conn_name):
+        super().__init__()
+        self.azure_ml_conn_id = azure_ml_conn_id
+
+    @cached_property
+    def extras(self) -> dict[str, Any]:
+        return self.get_connection(self.azure_ml_conn_id).extra_dejson
+
+    @property
+    def is_local(self) -> bool:
+        return self.extras.get("backend") == LOCAL_BACKEND
+
+    @cached_property
+    def backend(self) -> ScoringBackend:
+        if self.is_local:
+            return self._local_backend()
+        return self._azure_backend()
+
+    def _local_backend(self) -> ScoringBackend:
+        from batch_scoring.backends.local import LocalBackend
+
+        workspace_dir = self.extras.get("workspace_dir")
+        if not workspace_dir:
+            raise ValueError(f"connection {self.azure_ml_conn_id!r} selects the local backend but sets no workspace_dir")
+        wasb_conn_id = self.extras.get("wasb_conn_id", "wasb_default")
+        wasb = self.get_connection(wasb_conn_id).extra_dejson
+        connection_string = wasb.get("connection_string") or wasb.get("extra__wasb__connection_string")
+        if not connection_string:
+            raise ValueError(f"connection {wasb_conn_id!r} has no connection_string extra; the local backend needs one")
+        return LocalBackend(workspace_dir, connection_string)
+
+    def _azure_backend(self) -> ScoringBackend:
+        from batch_scoring.backends.azure_ml import AzureMLBackend
+
+        missing = [key for key in ("subscription_id", "resource_group", "workspace_name") if not self.extras.get(key)]
+        if missing:
+            raise ValueError(f"connection {self.azure_ml_conn_id!r} lacks extra field(s) {', '.join(missing)}")
+        return AzureMLBackend(self._ml_client(), code_dir=self.extras.get("code_dir"),
+                              environment=self.extras.get("environment"))
+
+    def _ml_client(self):
+        from azure.ai.ml import MLClient
+
+        return MLClient(
+            credential=self._credential(),
+            subscription_id=self.extras["subscription_id"],
+            resource_group_name=self.extras["resource_group"],
+            workspace_name=self.extras["workspace_name"],
+        )
+
+    def _credential(self):
+        # azure-identity credentials refresh their tokens themselves: long waits survive expiry.
+        connection = self.get_connection(self.azure_ml_conn_id)
+        tenant_id = self.extras.get("tenant_id")
+        if connection.login and connection.password and tenant_id:
+            from azure.identity import ClientSecretCredential
+
+            return ClientSecretCredential(tenant_id=tenant_id, client_id=connection.login,
+                                          client_secret=connection.password)
+        from azure.identity import DefaultAzureCredential
+
+        return DefaultAzureCredential(managed_identity_client_id=self.extras.get("managed_identity_client_id"))

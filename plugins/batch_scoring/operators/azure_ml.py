@@ -1,0 +1,268 @@
+"""Operators for the month's Azure ML work: compute, data asset, scoring job submit and wait.
+
+Each reaches the workspace through `AzureMLHook.backend`, so the same DAG runs
+on a real workspace or on the embedded default.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, BaseOperatorLink
+from airflow.sdk.configuration import conf
+from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.execution_time.xcom import XCom
+
+from batch_scoring.backends.base import (
+    ComputeSpec,
+    DataAsset,
+    JobStatus,
+    ScoringJobSpec,
+)
+from batch_scoring.hooks.azure_ml import AzureMLHook
+from batch_scoring.month import validate_month
+from batch_scoring.triggers.azure_ml import AzureMLJobTrigger, job_event
+from scoring.job_settings import JobSettings
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from airflow.sdk.types import TaskInstanceKey
+
+JOB_NAME_KEY = "job_name"
+JOB_URL_KEY = "job_url"
+
+
+class AzureMLJobFailed(AirflowException):
+    """The job ended Failed or Canceled; the message carries the job's own error and its link."""
+
+
+class AzureMLStudioLink(BaseOperatorLink):
+    """'Azure ML Studio' on the task: the job's page (the job log on the embedded default)."""
+
+    name = "Azure ML Studio"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        return XCom.get_value(key=JOB_URL_KEY, ti_key=ti_key) or ""
+
+
+class _AzureMLOperator(BaseOperator):
+    def __init__(self, *, azure_ml_conn_id: str = AzureMLHook.default_conn_name, **kwargs):
+        super().__init__(**kwargs)
+        self.azure_ml_conn_id = azure_ml_conn_id
+
+    @cached_property
+    def hook(self) -> AzureMLHook:
+        return AzureMLHook(azure_ml_conn_id=self.azure_ml_conn_id)
+
+
+class AzureMLEnsureComputeOperator(_AzureMLOperator):
+    """Create the AmlCompute cluster if it is missing and wait for it; reuse an existing one as is.
+
+    :param compute_name: cluster name.
+    :param vm_size: VM size of a node, e.g. Standard_NC4as_T4_v3.
+    :param min_instances: nodes kept when idle (0: scale to zero, no cost when idle).
+    :param max_instances: nodes at most.
+    :param tier: `low_priority` (cheap, preemptible) or `dedicated`.
+    :param idle_time_before_scale_down: seconds a node idles before it is released.
+    """
+
+    template_fields: Sequence[str] = ("compute_name", "vm_size", "min_instances", "max_instances", "tier")
+
+    def __init__(self, *, compute_name: str, vm_size: str = "Standard_NC4as_T4_v3", min_instances: int = 0,
+                 max_instances: int = 2, tier: str = "low_priority", idle_time_before_scale_down: int = 120,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.compute_name = compute_name
+        self.vm_size = vm_size
+        self.min_instances = min_instances
+        self.max_instances = max_instances
+        self.tier = tier
+        self.idle_time_before_scale_down = idle_time_before_scale_down
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        spec = ComputeSpec(
+            name=self.compute_name, vm_size=self.vm_size, min_instances=int(self.min_instances),
+            max_instances=int(self.max_instances), tier=self.tier,
+            idle_time_before_scale_down=self.idle_time_before_scale_down,
+        )
+        compute = self.hook.backend.ensure_compute(spec)
+        self.log.info("compute %s ready: %s", self.compute_name, compute)
+        return compute
+
+
+class AzureMLRegisterDataAssetOperator(_AzureMLOperator):
+    """Register the month folder as a `uri_folder` data asset; the same month again is a no-op.
+
+    :param name: data asset name.
+    :param version: data asset version: the month, YYYYMM.
+    :param path: `azureml://datastores/<datastore>/paths/<YYYYMM>/`.
+    """
+
+    template_fields: Sequence[str] = ("name", "version", "path")
+
+    def __init__(self, *, name: str, version: str, path: str, **kwargs):
+        super().__init__(**kwargs)
+        self.name = name
+        self.version = version
+        self.path = path
+
+    def execute(self, context: Context) -> dict[str, str]:
+        asset = self.hook.backend.register_data_asset(DataAsset(self.name, str(self.version), self.path))
+        self.log.info("data asset %s:%s -> %s", asset.name, asset.version, asset.path)
+        return {"name": asset.name, "version": asset.version, "path": asset.path}
+
+
+class AzureMLSubmitScoringJobOperator(_AzureMLOperator):
+    """Submit the month's scoring pipeline, or reattach to it: never two live jobs for one month.
+
+    The job name is deterministic (`job_name`); a retry finds that family of jobs and
+    reattaches to an active one, returns a completed one, or resubmits with a new
+    suffix (`-r1`, `-r2`…) only when every earlier try failed or was cancelled.
+
+    :param job_name: base job name, unique per (DAG, month).
+    :param month: YYYYMM.
+    :param data_asset_name: registered data asset holding the month.
+    :param data_asset_version: its version (the month).
+    :param model_name: registered model name.
+    :param model_version: registered model version.
+    :param compute_name: compute target.
+    :param job_settings: DESIGN.md job settings (mini_batch_size, error_threshold…).
+    :param experiment_name: experiment the job is filed under.
+    """
+
+    template_fields: Sequence[str] = (
+        "job_name", "month", "data_asset_name", "data_asset_version", "model_name", "model_version",
+        "compute_name", "job_settings", "experiment_name",
+    )
+    template_fields_renderers = {"job_settings": "json"}
+    operator_extra_links = (AzureMLStudioLink(),)
+
+    def __init__(self, *, job_name: str, month: str, data_asset_name: str, data_asset_version: str,
+                 model_name: str, model_version: str, compute_name: str,
+                 job_settings: dict[str, Any] | None = None, experiment_name: str = "monthly-batch-scoring",
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.job_name = job_name
+        self.month = month
+        self.data_asset_name = data_asset_name
+        self.data_asset_version = data_asset_version
+        self.model_name = model_name
+        self.model_version = model_version
+        self.compute_name = compute_name
+        self.job_settings = job_settings or {}
+        self.experiment_name = experiment_name
+
+    def execute(self, context: Context) -> str:
+        month = validate_month(self.month)
+        base = sanitize_job_name(self.job_name)
+        settings = JobSettings.from_dict(self.job_settings)
+        backend = self.hook.backend
+        family = sorted(
+            (info for info in backend.list_jobs(base) if _in_family(info.name, base)),
+            key=lambda info: _attempt(info.name, base),
+        )
+        active = [info for info in family if not info.terminal]
+        completed = [info for info in family if info.status == JobStatus.COMPLETED]
+        if active:
+            job = active[-1]
+            self.log.info("reattaching to job %s, which is %s", job.name, job.status)
+        elif completed:
+            job = completed[-1]
+            self.log.info("job %s already completed for month %s; nothing submitted", job.name, month)
+        else:
+            name = base if not family else f"{base}-r{_attempt(family[-1].name, base) + 1}"
+            spec = ScoringJobSpec(
+                name=name, experiment=self.experiment_name, month=month,
+                data_asset_name=self.data_asset_name, data_asset_version=str(self.data_asset_version),
+                model_name=self.model_name, model_version=str(self.model_version), compute=self.compute_name,
+                settings=settings, tags={"month": month, "dag_id": context["dag"].dag_id},
+            )
+            job = backend.submit_job(spec)
+            self.log.info("submitted job %s (%s) for month %s", job.name, job.status, month)
+        context["ti"].xcom_push(key=JOB_NAME_KEY, value=job.name)
+        context["ti"].xcom_push(key=JOB_URL_KEY, value=job.url)
+        self.log.info("job link: %s", job.url)
+        return job.name
+
+
+class AzureMLWaitForJobOperator(_AzureMLOperator):
+    """Wait for a job to end; deferrable. Completed succeeds; Failed/Canceled raise with the job's error.
+
+    On timeout, and when the task is killed, the job is cancelled.
+
+    :param job_name: the job to wait for.
+    :param poll_interval: seconds between status checks.
+    :param timeout: seconds to wait before cancelling the job and failing.
+    :param deferrable: wait in the triggerer instead of holding a worker slot.
+    """
+
+    template_fields: Sequence[str] = ("job_name", "poll_interval", "timeout")
+    operator_extra_links = (AzureMLStudioLink(),)
+
+    def __init__(self, *, job_name: str, poll_interval: float = 30.0, timeout: float = 24 * 3600,
+                 deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False), **kwargs):
+        super().__init__(**kwargs)
+        self.job_name = job_name
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.deferrable = deferrable
+
+    def execute(self, context: Context) -> dict[str, Any] | None:
+        self.poll_interval, self.timeout = float(self.poll_interval), float(self.timeout)
+        info = self.hook.backend.get_job(self.job_name)
+        context["ti"].xcom_push(key=JOB_URL_KEY, value=info.url)
+        end_time = time.time() + self.timeout
+        if info.terminal:
+            return self._finish(job_event(info))
+        if self.deferrable:
+            self.defer(
+                trigger=AzureMLJobTrigger(job_name=self.job_name, azure_ml_conn_id=self.azure_ml_conn_id,
+                                          end_time=end_time, poll_interval=self.poll_interval),
+                method_name="execute_complete",
+            )
+        while not info.terminal:
+            if time.time() >= end_time:
+                self.hook.backend.cancel_job(self.job_name)
+                raise AzureMLJobFailed(
+                    f"job {self.job_name} still {info.status} after {self.timeout:.0f}s; it was cancelled. {info.url}"
+                )
+            self.log.info("job %s is %s; next check in %ss", self.job_name, info.status, self.poll_interval)
+            time.sleep(self.poll_interval)
+            info = self.hook.backend.get_job(self.job_name)
+        return self._finish(job_event(info))
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        return self._finish(event)
+
+    def _finish(self, event: dict[str, Any]) -> dict[str, Any]:
+        if event["status"] != "success":
+            raise AzureMLJobFailed(f"{event['message']} ({event.get('url') or 'no link'})")
+        self.log.info("%s", event["message"])
+        return event
+
+    def on_kill(self) -> None:
+        self.log.info("task killed: cancelling job %s", self.job_name)
+        self.hook.backend.cancel_job(self.job_name)
+
+
+_JOB_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def sanitize_job_name(name: str) -> str:
+    """Azure ML job names: letters, digits, '-' and '_'."""
+    cleaned = _JOB_NAME_CHARS.sub("-", name).strip("-_")
+    if not cleaned:
+        raise ValueError(f"job name {name!r} has no usable characters")
+    return cleaned[:200]
+
+
+def _in_family(name: str, base: str) -> bool:
+    return name == base or re.fullmatch(re.escape(base) + r"-r\d+", name) is not None
+
+
+def _attempt(name: str, base: str) -> int:
+    return 0 if name == base else int(name[len(base) + 2:])

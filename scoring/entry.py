@@ -1,0 +1,48 @@
+"""The parallel job's entry script: `init()` once per worker, `run(mini_batch)` per mini-batch.
+
+The same file runs on Azure ML (`parallel_run_function(entry_script="entry.py")`)
+and in the local runner. Its arguments arrive on the command line, as Azure ML
+passes `program_arguments`; anything it does not know is left alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from scoring.images import DEFAULT_MAX_PIXELS
+from scoring.mini_batch import MiniBatchScorer
+
+_scorer: MiniBatchScorer | None = None
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--model_dir", required=True, help="registered model folder")
+    parser.add_argument("--input_root", default=None, help="month folder; image ids are relative to it")
+    parser.add_argument("--month", required=True, help="YYYYMM, written into every row")
+    parser.add_argument("--batch_size", type=int, default=32, help="images per forward pass")
+    parser.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS, help="decompression-bomb limit")
+    parser.add_argument("--device", default=None, help="torch device; default: cuda when present")
+    args, _unknown = parser.parse_known_args()
+    return args
+
+
+def init() -> None:
+    global _scorer
+    args = _arguments()
+    _scorer = MiniBatchScorer(
+        model_dir=args.model_dir,
+        month=args.month,
+        input_root=args.input_root,
+        batch_size=args.batch_size,
+        max_pixels=args.max_pixels,
+        device=args.device,
+    )
+    logging.getLogger(__name__).info("init done")
+
+
+def run(mini_batch: list[str]) -> list[str]:
+    if _scorer is None:
+        raise RuntimeError("run() called before init()")
+    return _scorer.score([str(path) for path in mini_batch])

@@ -1,0 +1,107 @@
+"""Decode an image file into RGB, or say in one word and one line why it cannot be.
+
+Pure functions, no model: `decode_image` turns a path into an upright RGB PIL
+image or raises `ImageDecodeError(error_type, message)`; `Preprocessor` turns
+RGB images into the normalised tensor the model expects.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.transforms import v2
+
+from scoring.model import Preprocessing
+from scoring.rows import ErrorType
+
+# Decompression-bomb guard: far above any photo, far below what exhausts memory.
+DEFAULT_MAX_PIXELS = 64_000_000
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
+class ImageDecodeError(Exception):
+    def __init__(self, error_type: str, message: str):
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+def decode_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open, verify size, fully decode and orient one image as RGB."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise ImageDecodeError(ErrorType.UNREADABLE, f"cannot read file: {error.strerror or error}") from None
+    if size == 0:
+        raise ImageDecodeError(ErrorType.EMPTY, "file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise ImageDecodeError(
+                        ErrorType.TOO_LARGE,
+                        f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}",
+                    )
+                image.seek(0)  # animated GIF/WebP: the first frame
+                image.load()
+                return _to_rgb(ImageOps.exif_transpose(image))
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageDecodeError(ErrorType.TOO_LARGE, str(error)) from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(ErrorType.NOT_AN_IMAGE, "not a recognised image format") from None
+    except PermissionError as error:
+        raise ImageDecodeError(ErrorType.UNREADABLE, f"cannot read file: {error.strerror}") from None
+    except OSError as error:
+        text = str(error)
+        kind = ErrorType.TRUNCATED if "truncated" in text.lower() else ErrorType.CORRUPT
+        raise ImageDecodeError(kind, f"cannot decode image data: {text}") from None
+    except (SyntaxError, ValueError, EOFError, IndexError, TypeError) as error:
+        # Pillow's plugins raise these on malformed headers and chunks.
+        raise ImageDecodeError(ErrorType.CORRUPT, f"cannot decode image data: {error}") from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in _SIXTEEN_BIT_MODES or image.mode == "I":
+        # Pillow's convert() clips 16-bit samples at 255; rescale to 8 bits instead.
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode in _SIXTEEN_BIT_MODES else max(float(array.max()), 1.0)
+        gray = np.clip(array * (255.0 / peak), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent pixels become white, as a viewer shows them, not black.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+class Preprocessor:
+    """Resize, centre-crop and normalise, with the constants of the model's metadata."""
+
+    def __init__(self, preprocessing: Preprocessing):
+        self._transform = v2.Compose([
+            v2.PILToTensor(),
+            v2.Resize(preprocessing.resize, antialias=True),
+            v2.CenterCrop(preprocessing.crop),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(preprocessing.mean), std=list(preprocessing.std)),
+        ])
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self._transform(image)
+
+    def batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return torch.stack([self(image) for image in images])

@@ -1,0 +1,101 @@
+"""Score one mini-batch of files: decode in threads while the model runs, one forward per batch.
+
+Every file of the mini-batch comes back as exactly one row: scored, or an error
+with its reason. Nothing is dropped, so the job can account for every input.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePath
+
+import torch
+from PIL import Image
+
+from scoring.images import DEFAULT_MAX_PIXELS, ImageDecodeError, Preprocessor, decode_image
+from scoring.predict import Predictor
+from scoring.rows import error_row, scored_row
+
+log = logging.getLogger(__name__)
+
+
+def image_id(path: str | os.PathLike, input_root: str | os.PathLike | None) -> str:
+    """The image's path relative to the month folder, '/'-separated (DESIGN.md)."""
+    path = PurePath(path)
+    if input_root is not None:
+        try:
+            return path.relative_to(PurePath(input_root)).as_posix()
+        except ValueError:
+            pass
+    return path.name
+
+
+class MiniBatchScorer:
+    """Built once per worker by `init()`; `score()` is what `run()` calls."""
+
+    def __init__(
+        self,
+        *,
+        model_dir: Path,
+        month: str,
+        input_root: str | None = None,
+        batch_size: int = 32,
+        decode_threads: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        device: str | None = None,
+    ):
+        self.predictor = Predictor(model_dir, device)
+        self.metadata = self.predictor.metadata
+        self.preprocess = Preprocessor(self.metadata.preprocessing)
+        self.month = month
+        self.input_root = input_root
+        self.batch_size = batch_size
+        self.max_pixels = max_pixels
+        self._decoder = ThreadPoolExecutor(max_workers=decode_threads or min(4, os.cpu_count() or 1))
+        log.info(
+            "model %s version %s (%s, %d labels) on %s",
+            self.metadata.name, self.metadata.version, self.metadata.architecture,
+            len(self.metadata.labels), self.predictor.device,
+        )
+
+    def score(self, files: Sequence[str]) -> list[str]:
+        rows: list[str] = []
+        pending_ids: list[str] = []
+        pending_tensors = []
+        for path, outcome in zip(files, self._decoded(files)):
+            item = image_id(path, self.input_root)
+            if isinstance(outcome, ImageDecodeError):
+                rows.append(error_row(item, outcome.error_type, outcome.message))
+                continue
+            pending_ids.append(item)
+            pending_tensors.append(outcome)
+            if len(pending_ids) == self.batch_size:
+                rows.extend(self._forward(pending_ids, pending_tensors))
+                pending_ids, pending_tensors = [], []
+        if pending_ids:
+            rows.extend(self._forward(pending_ids, pending_tensors))
+        return rows
+
+    def _decoded(self, files: Sequence[str]) -> Iterator:
+        # map() keeps input order and decodes ahead while the caller runs forwards.
+        return self._decoder.map(self._decode_one, files)
+
+    def _decode_one(self, path: str):
+        try:
+            image: Image.Image = decode_image(path, max_pixels=self.max_pixels)
+            return self.preprocess(image)
+        except ImageDecodeError as error:
+            return error
+
+    def _forward(self, ids: list[str], tensors: list) -> list[str]:
+        labels, scores = self.predictor.predict(torch.stack(tensors))
+        return [
+            scored_row(
+                item, label, score,
+                model_name=self.metadata.name, model_version=self.metadata.version, month=self.month,
+            )
+            for item, label, score in zip(ids, labels, scores)
+        ]
