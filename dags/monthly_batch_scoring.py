@@ -167,4 +167,4 @@ def monthly_batch_scoring():
     plan >> folder >> register >> compute >> submit >> wait >> publish
 
 
-monthly_batch_scoring()
+monthly_batch_scoring_dag = monthly_batch_scoring()

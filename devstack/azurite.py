@@ -8,7 +8,7 @@ import socket
 import time
 from pathlib import Path
 
-from devstack.process_group import start_group, stop_pidfile
+from localml.process_group import start_group, stop_pidfile
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BIN = PROJECT_ROOT / "tools" / "azurite" / "node_modules" / ".bin" / "azurite-blob"

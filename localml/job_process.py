@@ -29,6 +29,7 @@ class _Canceled(BaseException):
 
 
 def _on_sigterm(_signum, _frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one cancel is enough: let it record its state
     raise _Canceled()
 
 

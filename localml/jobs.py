@@ -8,9 +8,7 @@ backends alike. A job whose process vanished without a final state is Failed.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ from typing import Any
 
 import psutil
 
+from localml.process_group import stop_group
 from localml.workspace import LocalWorkspace, WorkspaceError, read_json, write_json
 
 
@@ -114,14 +113,8 @@ def cancel(workspace: LocalWorkspace, name: str, *, grace_s: float = 15.0) -> di
     write_json(job_dir / STATUS_FILE, status)
     process = read_json(job_dir / PROCESS_FILE)
     if process and _process_alive(process):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process["pid"], signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while _process_alive(process) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _process_alive(process):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process["pid"], signal.SIGKILL)
+        # The job's workers share its process group: stop them all, not only the job process.
+        stop_group(process["pid"], grace_s=grace_s)
     status = read_json(job_dir / STATUS_FILE)
     if status["status"] not in TERMINAL_STATUSES:
         status.update(status=JobStatus.CANCELED, finished_at=time.time())

@@ -59,6 +59,9 @@ def decode_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXEL
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageDecodeError(ErrorType.TOO_LARGE, str(error)) from None
     except UnidentifiedImageError:
+        claimed = _claimed_format(path)
+        if claimed:
+            raise ImageDecodeError(ErrorType.CORRUPT, f"starts like a {claimed} file but its header is broken") from None
         raise ImageDecodeError(ErrorType.NOT_AN_IMAGE, "not a recognised image format") from None
     except PermissionError as error:
         raise ImageDecodeError(ErrorType.UNREADABLE, f"cannot read file: {error.strerror}") from None
@@ -69,6 +72,21 @@ def decode_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXEL
     except (SyntaxError, ValueError, EOFError, IndexError, TypeError) as error:
         # Pillow's plugins raise these on malformed headers and chunks.
         raise ImageDecodeError(ErrorType.CORRUPT, f"cannot decode image data: {error}") from None
+
+
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+)
+
+
+def _claimed_format(path: Path) -> str | None:
+    """The format a file's first bytes claim, to tell a broken image from a non-image."""
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from scoring.items import list_input_items
 from scoring.job_settings import UNLIMITED, exceeds
 from scoring.rows import ERROR_COLUMNS, PREDICTION_COLUMNS, ErrorType, is_error, parse_row
 
@@ -91,12 +92,6 @@ def _write_csv(path: Path, columns: tuple[str, ...], rows: Iterable[dict]) -> No
         writer.writeheader()
         writer.writerows(rows)
     os.replace(partial, path)
-
-
-def list_input_items(input_root: Path) -> list[str]:
-    """Every file under the month folder, as image ids."""
-    root = Path(input_root)
-    return sorted(path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,27 +10,17 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path, PurePath
+from pathlib import Path
 
 import torch
 from PIL import Image
 
 from scoring.images import DEFAULT_MAX_PIXELS, ImageDecodeError, Preprocessor, decode_image
+from scoring.items import image_id
 from scoring.predict import Predictor
 from scoring.rows import error_row, scored_row
 
 log = logging.getLogger(__name__)
-
-
-def image_id(path: str | os.PathLike, input_root: str | os.PathLike | None) -> str:
-    """The image's path relative to the month folder, '/'-separated (DESIGN.md)."""
-    path = PurePath(path)
-    if input_root is not None:
-        try:
-            return path.relative_to(PurePath(input_root)).as_posix()
-        except ValueError:
-            pass
-    return path.name
 
 
 class MiniBatchScorer:

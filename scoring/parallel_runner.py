@@ -26,7 +26,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from scoring.job_settings import JobSettings, exceeds
-from scoring.merge import MergeResult, list_input_items, merge_rows, read_rows
+from scoring.items import list_input_items
+from scoring.merge import MergeResult, merge_rows, read_rows
 from scoring.rows import ErrorType, is_error, parse_row
 
 log = logging.getLogger("scoring.parallel_runner")
@@ -251,6 +252,7 @@ class _Dispatcher:
         elif kind == "error":
             self._retry_or_fail(batch, f"run() raised {payload}")
         else:
+            worker.process.join(5)  # the pipe closes a moment before the exit code is known
             exit_code = worker.process.exitcode
             self._replace(worker)
             self._retry_or_fail(batch, f"worker process died (exit code {exit_code})")

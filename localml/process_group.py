@@ -1,4 +1,4 @@
-"""Start a service in its own process group and stop exactly that group, by the id recorded.
+"""Start a process in its own group and stop exactly that group, by the id recorded.
 
 Never by name: a pidfile holds the group id, SIGTERM goes to the whole group,
 and SIGKILL follows after a grace period (Airflow's children outlive a polite

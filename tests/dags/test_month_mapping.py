@@ -1,0 +1,74 @@
+"""Which month a run scores: the DAG's timetable and the month rule together (README, DESIGN.md)."""
+
+import datetime as dt
+import importlib.util
+from pathlib import Path
+
+import pytest
+from airflow.timetables.base import DataInterval, TimeRestriction
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from batch_scoring.month import resolve_month
+
+UTC = dt.timezone.utc
+DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "monthly_batch_scoring.py"
+
+
+@pytest.fixture(scope="module")
+def dag():
+    spec = importlib.util.spec_from_file_location("monthly_batch_scoring_dag_file", DAG_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.monthly_batch_scoring_dag
+
+
+@pytest.fixture(scope="module")
+def timetable(dag):
+    # The scheduler's view of the DAG's own timetable (same expression and time zone).
+    return CronDataIntervalTimetable(dag.timetable.expression, dag.timetable.timezone)
+
+
+def test_the_schedule_is_a_monthly_interval_not_a_zero_width_cron(dag):
+    assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
+    assert dag.timetable.expression == "0 0 1 * *"
+
+
+@pytest.mark.parametrize(
+    "previous_start, expected_month, runs_after",
+    [
+        (dt.datetime(2026, 9, 1, tzinfo=UTC), "202610", dt.datetime(2026, 11, 1, tzinfo=UTC)),
+        (dt.datetime(2026, 11, 1, tzinfo=UTC), "202612", dt.datetime(2027, 1, 1, tzinfo=UTC)),
+        (dt.datetime(2027, 1, 1, tzinfo=UTC), "202702", dt.datetime(2027, 3, 1, tzinfo=UTC)),
+    ],
+)
+def test_a_scheduled_run_scores_the_month_that_just_ended(timetable, dag, previous_start, expected_month, runs_after):
+    previous_end = (previous_start + dt.timedelta(days=32)).replace(day=1)
+    info = timetable.next_dagrun_info(
+        last_automated_data_interval=DataInterval(previous_start, previous_end),
+        restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=True),
+    )
+    assert info.run_after == runs_after
+    assert resolve_month(None, info.data_interval.start) == expected_month
+
+
+def test_a_manual_run_without_a_month_scores_the_last_complete_month(timetable):
+    interval = timetable.infer_manual_data_interval(run_after=dt.datetime(2026, 11, 26, 9, 30, tzinfo=UTC))
+    assert resolve_month(None, interval.start) == "202610"
+
+
+def test_the_trigger_form_month_wins(timetable):
+    interval = timetable.infer_manual_data_interval(run_after=dt.datetime(2026, 11, 26, tzinfo=UTC))
+    assert resolve_month("202503", interval.start) == "202503"
+
+
+def test_the_form_month_param_refuses_bad_values(dag):
+    from airflow.sdk.definitions.param import ParamsDict
+
+    params = ParamsDict(dag.params)
+    params["month"] = "202610"
+    params.validate()
+    params["month"] = None
+    params.validate()
+    with pytest.raises(Exception, match="month"):
+        params["month"] = "2026-13"
+        params.validate()

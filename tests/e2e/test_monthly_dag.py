@@ -1,0 +1,101 @@
+"""The monthly DAG through Airflow itself (`airflow dags test`), on Azurite and the local backend."""
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from devstack.airflow_env import airflow_env
+from support import write_small_month
+
+MONTH = "202610"
+LOGICAL_DATE = "2026-11-01"  # its data interval is October 2026
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, azurite, model_dir):
+    root = tmp_path_factory.mktemp("stack")
+    shutil.copytree(model_dir, root / "state" / "localml" / "models" / "shapes-classifier" / "1")
+    env = airflow_env(azurite, state_dir=root / "state", airflow_home=root / "airflow")
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
+    return root, env
+
+
+@pytest.fixture(scope="module")
+def uploaded_month(tmp_path_factory, blob_service_module):
+    folder = tmp_path_factory.mktemp("month") / MONTH
+    expected = write_small_month(folder)
+    container = blob_service_module.create_container("images")
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        container.upload_blob(f"{MONTH}/{path.relative_to(folder).as_posix()}", path.read_bytes())
+    return expected
+
+
+@pytest.fixture(scope="module")
+def blob_service_module(azurite):
+    from azure.storage.blob import BlobServiceClient
+
+    return BlobServiceClient.from_connection_string(azurite.connection_string)
+
+
+def _dags_test(env, conf: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "test", "-c", json.dumps(conf), "monthly_batch_scoring",
+         LOGICAL_DATE],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+def _published(blob_service, name: str) -> bytes:
+    return blob_service.get_container_client("predictions").download_blob(f"{MONTH}/{name}").readall()
+
+
+def test_a_month_is_scored_validated_and_published(stack, uploaded_month, blob_service_module):
+    _root, env = stack
+    result = _dags_test(env, {"poll_interval": 1})
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+
+    predictions = list(csv.DictReader(io.StringIO(_published(blob_service_module, "predictions.csv").decode())))
+    errors = list(csv.DictReader(io.StringIO(_published(blob_service_module, "errors.csv").decode())))
+    header = _published(blob_service_module, "predictions.csv").decode().splitlines()[0]
+    assert header == "image,label,score,model_name,model_version,month"
+    good = sorted(item for item, outcome in uploaded_month.items() if outcome == "ok")
+    assert [row["image"] for row in predictions] == good
+    assert {row["image"]: row["error_type"] for row in errors} == {
+        item: outcome for item, outcome in uploaded_month.items() if outcome != "ok"}
+    assert {row["month"] for row in predictions} == {MONTH}
+    scored, failed = {r["image"] for r in predictions}, {r["image"] for r in errors}
+    assert scored | failed == set(uploaded_month) and not scored & failed
+
+    manifest = json.loads(_published(blob_service_module, "manifest.json"))
+    assert manifest["month"] == MONTH
+    assert manifest["counts"] == {"inputs": len(uploaded_month), "scored": len(good),
+                                  "errors": len(uploaded_month) - len(good)}
+    assert (manifest["model_name"], manifest["model_version"]) == ("shapes-classifier", "1")
+    assert manifest["job_name"] == "monthly-batch-scoring-202610"
+
+
+def test_running_the_month_again_reuses_the_completed_job(stack, uploaded_month, blob_service_module):
+    root, env = stack
+    before = _published(blob_service_module, "predictions.csv")
+    result = _dags_test(env, {"poll_interval": 1})
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    assert "already completed for month 202610; nothing submitted" in result.stdout + result.stderr
+    assert sorted(p.name for p in (root / "state" / "localml" / "jobs").iterdir()) == ["monthly-batch-scoring-202610"]
+    assert _published(blob_service_module, "predictions.csv") == before
+
+
+@pytest.mark.parametrize("bad_month", ["2026-13", "../x"])
+def test_a_bad_month_is_refused_before_any_io(stack, bad_month):
+    root, env = stack
+    jobs_before = sorted((root / "state" / "localml").rglob("*.json"))
+    result = _dags_test(env, {"month": bad_month})
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert bad_month in output
+    assert sorted((root / "state" / "localml").rglob("*.json")) == jobs_before

@@ -1,0 +1,127 @@
+"""Local jobs for real: a separate process per job, killed, cancelled, restarted, over Azurite."""
+
+import csv
+import os
+import signal
+import time
+
+import pytest
+
+from localml import jobs
+from localml.workspace import LocalWorkspace, WorkspaceError, read_json
+from support import image_bytes
+
+MONTH = "202610"
+
+
+@pytest.fixture
+def month_container(blob_service, request):
+    name = f"images-{abs(hash(request.node.name)) % 10**8}"
+    container = blob_service.create_container(name)
+    yield container
+    container.delete_container()
+
+
+def _upload(container, names):
+    for name in names:
+        container.upload_blob(f"{MONTH}/{name}", image_bytes("JPEG"), overwrite=True)
+
+
+def _spec(container, tmp_path, *, entry="tests/scoring/fault_entry.py", arguments=(), **settings):
+    state = tmp_path / "entry-state"
+    state.mkdir(exist_ok=True)
+    return {
+        "month": MONTH,
+        "input": {"container": container.container_name, "prefix": f"{MONTH}/"},
+        "code_root": str(jobs.PROJECT_ROOT),
+        "entry_script": entry,
+        "program_arguments": ["--state", str(state), *arguments],
+        "settings": {"mini_batch_size": 1, "max_concurrency_per_instance": 1, **settings},
+    }
+
+
+def _wait(workspace, name, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = jobs.get(workspace, name)
+        if status["status"] in jobs.TERMINAL_STATUSES:
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"job {name} not finished after {timeout}s: {status}")
+
+
+def _wait_for(predicate, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def _env(azurite):
+    return {jobs.STORAGE_ENV: azurite.connection_string}
+
+
+def test_a_job_runs_in_its_own_process_and_completes(tmp_path, azurite, month_container):
+    _upload(month_container, ["a.jpg", "sub dir/b.jpg", "bad.jpg"])
+    workspace = LocalWorkspace(tmp_path / "ws")
+    submitted = jobs.submit(workspace, "job-1", _spec(month_container, tmp_path), env=_env(azurite))
+    assert submitted["status"] == jobs.JobStatus.PREPARING
+    status = _wait(workspace, "job-1")
+    assert status["status"] == jobs.JobStatus.COMPLETED, status
+    assert status["counts"] == {"inputs": 3, "scored": 2, "errors": 1}
+    with open(workspace.job_dir("job-1") / "outputs" / "predictions.csv", encoding="utf-8") as handle:
+        assert [row["image"] for row in csv.DictReader(handle)] == ["a.jpg", "sub dir/b.jpg"]
+    assert jobs.STORAGE_ENV not in (workspace.job_dir("job-1") / "spec.json").read_text()
+
+
+def test_job_names_are_used_once(tmp_path, azurite, month_container):
+    _upload(month_container, ["a.jpg"])
+    workspace = LocalWorkspace(tmp_path / "ws")
+    jobs.submit(workspace, "job-1", _spec(month_container, tmp_path), env=_env(azurite))
+    with pytest.raises(WorkspaceError, match="already exists"):
+        jobs.submit(workspace, "job-1", _spec(month_container, tmp_path), env=_env(azurite))
+    _wait(workspace, "job-1")
+
+
+def test_a_threshold_breach_fails_the_job_with_one_line(tmp_path, azurite, month_container):
+    _upload(month_container, ["bad1.jpg", "bad2.jpg", "ok.jpg"])
+    workspace = LocalWorkspace(tmp_path / "ws")
+    jobs.submit(workspace, "job-1", _spec(month_container, tmp_path, error_threshold=1), env=_env(azurite))
+    status = _wait(workspace, "job-1")
+    assert status["status"] == jobs.JobStatus.FAILED
+    assert "above error_threshold=1" in status["error"] and "\n" not in status["error"]
+
+
+def test_cancel_stops_the_process_group(tmp_path, azurite, month_container):
+    _upload(month_container, ["hang.jpg"])
+    workspace = LocalWorkspace(tmp_path / "ws")
+    jobs.submit(workspace, "job-1", _spec(month_container, tmp_path), env=_env(azurite))
+    runs_log = tmp_path / "entry-state" / "runs.log"
+    _wait_for(runs_log.exists)  # a worker is inside run()
+    process = read_json(workspace.job_dir("job-1") / jobs.PROCESS_FILE)
+    status = jobs.cancel(workspace, "job-1")
+    assert status["status"] == jobs.JobStatus.CANCELED
+    with pytest.raises(ProcessLookupError):
+        os.killpg(process["pid"], 0)
+
+
+def test_a_killed_job_is_failed_then_resumes_where_it_stopped(tmp_path, azurite, month_container):
+    _upload(month_container, ["0-slow.jpg", "1-slow.jpg", "2-slow.jpg", "3-slow.jpg"])
+    workspace = LocalWorkspace(tmp_path / "ws")
+    jobs.submit(workspace, "job-1", _spec(month_container, tmp_path), env=_env(azurite))
+    rows = workspace.job_dir("job-1") / "rows"
+    _wait_for(lambda: rows.is_dir() and len(list(rows.glob("*.jsonl"))) >= 2)
+    process = read_json(workspace.job_dir("job-1") / jobs.PROCESS_FILE)
+    os.killpg(process["pid"], signal.SIGKILL)
+    _wait_for(lambda: jobs.get(workspace, "job-1")["status"] == jobs.JobStatus.FAILED)
+    assert "ended without a final state" in jobs.get(workspace, "job-1")["error"]
+    done_before = {path.name for path in rows.glob("*.jsonl")}
+    runs_log = tmp_path / "entry-state" / "runs.log"
+    runs_log.unlink()
+
+    jobs.start(workspace, "job-1", env=_env(azurite))
+    status = _wait(workspace, "job-1")
+    assert status["status"] == jobs.JobStatus.COMPLETED
+    assert status["counts"] == {"inputs": 4, "scored": 4, "errors": 0}
+    rescored = {line.split(" ", 1)[1] for line in runs_log.read_text().splitlines()}
+    assert len(rescored) == 4 - len(done_before)

@@ -1,0 +1,56 @@
+"""An entry script whose behaviour the file names choose, for the runner's fault tests.
+
+`raise*` raises in run(), `die*` kills the worker, `hang*` never returns,
+`flaky*` kills the worker on its first try only, `bad*` comes back as an error
+row, a name with `slow` takes a second. Every init() and run() call is logged under --state.
+"""
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from scoring.items import image_id
+from scoring.rows import error_row, scored_row
+
+_args = None
+
+
+def init():
+    global _args
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--input_root")
+    parser.add_argument("--state")
+    parser.add_argument("--fail_init", action="store_true")
+    _args, _ = parser.parse_known_args()
+    if _args.fail_init:
+        raise RuntimeError("model folder is missing")
+    with open(Path(_args.state) / "inits.log", "a") as log:
+        log.write(f"{os.getpid()}\n")
+
+
+def run(mini_batch):
+    rows = []
+    with open(Path(_args.state) / "runs.log", "a") as log:
+        log.write(f"{os.getpid()} {' '.join(Path(p).name for p in mini_batch)}\n")
+    for path in mini_batch:
+        name = Path(path).name
+        if name.startswith("raise"):
+            raise ValueError(f"cannot handle {name}")
+        if name.startswith("die"):
+            os._exit(3)
+        if name.startswith("hang"):
+            time.sleep(600)
+        if "slow" in name:
+            time.sleep(1)
+        if name.startswith("flaky"):
+            marker = Path(_args.state) / f"tried-{name}"
+            if not marker.exists():
+                marker.touch()
+                os._exit(9)
+        item = image_id(path, _args.input_root)
+        if name.startswith("bad"):
+            rows.append(error_row(item, "corrupt", f"{name} is broken"))
+        else:
+            rows.append(scored_row(item, "circle", 0.9, model_name="m", model_version="1", month="202610"))
+    return rows

@@ -1,0 +1,38 @@
+"""Helpers the tests share: image bytes of any format, a small month with broken files."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+
+def image_bytes(fmt: str = "JPEG", size=(64, 48), mode: str = "RGB", color=(200, 30, 30), **save) -> bytes:
+    from PIL import Image
+
+    image = Image.new(mode, size, color if mode in ("RGB", "RGBA", "CMYK") else 128)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+def write_small_month(folder: Path, *, good: int = 6) -> dict[str, str]:
+    """A few good images in label folders plus the usual broken ones; returns {item: 'ok' | expected error}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    expected = {}
+    for index in range(good):
+        label = ("circle", "square", "triangle")[index % 3]
+        fmt, ext = (("PNG", "png") if index % 2 else ("JPEG", "jpg"))
+        relative = f"{label}/img {index:02d}.{ext}"
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_bytes(image_bytes(fmt, size=(40 + index * 7, 50)))
+        expected[relative] = "ok"
+    broken = {
+        "circle/empty.jpg": (b"", "empty"),
+        "square/truncated.jpg": (image_bytes("JPEG", size=(300, 300))[:400], "truncated"),
+        "notes.txt": (b"not an image\n", "not_an_image"),
+    }
+    for relative, (data, error_type) in broken.items():
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_bytes(data)
+        expected[relative] = error_type
+    return expected
