@@ -8,6 +8,7 @@ only this interface, through `AzureMLHook.backend`.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +34,19 @@ class JobStatus:
 
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.NOT_RESPONDING})
 FAILURE_STATES = frozenset({JobStatus.FAILED, JobStatus.CANCELED, JobStatus.NOT_RESPONDING})
+
+
+def attempt_name(base_name: str, attempt: int) -> str:
+    """Attempt 0 is the base name itself; a resubmission after a failure gets `-r<attempt>`."""
+    return base_name if attempt == 0 else f"{base_name}-r{attempt}"
+
+
+def attempt_number(name: str, base_name: str) -> int | None:
+    """The attempt `name` is of `base_name`, or None if it is another job's name."""
+    if name == base_name:
+        return 0
+    match = re.fullmatch(re.escape(base_name) + r"-r(\d+)", name)
+    return int(match.group(1)) if match else None
 
 
 class BackendError(RuntimeError):
@@ -94,7 +108,9 @@ class ScoringBackend(Protocol):
 
     def get_job(self, name: str) -> JobInfo: ...
 
-    def list_jobs(self, name_prefix: str) -> list[JobInfo]: ...
+    def job_attempts(self, base_name: str) -> list[JobInfo]:
+        """The jobs named `base_name`, `base_name-r1`, `base_name-r2`… that exist, in that order."""
+        ...
 
     def cancel_job(self, name: str) -> JobInfo: ...
 

@@ -23,6 +23,7 @@ from batch_scoring.backends.base import (
     JobInfo,
     JobStatus,
     ScoringJobSpec,
+    attempt_number,
 )
 
 _DATASTORE_PATH = re.compile(r"^azureml://datastores/(?P<datastore>[^/]+)/paths/(?P<prefix>.+)$")
@@ -109,8 +110,9 @@ class LocalBackend:
         except WorkspaceError as error:
             raise BackendError(str(error)) from None
 
-    def list_jobs(self, name_prefix: str) -> list[JobInfo]:
-        return [self.get_job(name) for name in self.workspace.jobs_named(name_prefix)]
+    def job_attempts(self, base_name: str) -> list[JobInfo]:
+        numbered = {attempt_number(name, base_name): name for name in self.workspace.jobs_named(base_name)}
+        return [self.get_job(numbered[n]) for n in sorted(n for n in numbered if n is not None)]
 
     def cancel_job(self, name: str) -> JobInfo:
         return self._info(name, jobs.cancel(self.workspace, name))

@@ -22,6 +22,8 @@ from batch_scoring.backends.base import (
     DataAsset,
     JobStatus,
     ScoringJobSpec,
+    attempt_name,
+    attempt_number,
 )
 from batch_scoring.hooks.azure_ml import AzureMLHook
 from batch_scoring.month import validate_month
@@ -161,10 +163,7 @@ class AzureMLSubmitScoringJobOperator(_AzureMLOperator):
         base = sanitize_job_name(self.job_name)
         settings = JobSettings.from_dict(self.job_settings)
         backend = self.hook.backend
-        family = sorted(
-            (info for info in backend.list_jobs(base) if _in_family(info.name, base)),
-            key=lambda info: _attempt(info.name, base),
-        )
+        family = backend.job_attempts(base)
         active = [info for info in family if not info.terminal]
         completed = [info for info in family if info.status == JobStatus.COMPLETED]
         if active:
@@ -174,7 +173,7 @@ class AzureMLSubmitScoringJobOperator(_AzureMLOperator):
             job = completed[-1]
             self.log.info("job %s already completed for month %s; nothing submitted", job.name, month)
         else:
-            name = base if not family else f"{base}-r{_attempt(family[-1].name, base) + 1}"
+            name = attempt_name(base, attempt_number(family[-1].name, base) + 1 if family else 0)
             spec = ScoringJobSpec(
                 name=name, experiment=self.experiment_name, month=month,
                 data_asset_name=self.data_asset_name, data_asset_version=str(self.data_asset_version),
@@ -258,11 +257,3 @@ def sanitize_job_name(name: str) -> str:
     if not cleaned:
         raise ValueError(f"job name {name!r} has no usable characters")
     return cleaned[:200]
-
-
-def _in_family(name: str, base: str) -> bool:
-    return name == base or re.fullmatch(re.escape(base) + r"-r\d+", name) is not None
-
-
-def _attempt(name: str, base: str) -> int:
-    return 0 if name == base else int(name[len(base) + 2:])

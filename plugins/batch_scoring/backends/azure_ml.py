@@ -1,0 +1,241 @@
+"""The Azure ML backend: azure-ai-ml v2 on a real workspace.
+
+The month's job is a pipeline of two steps: a parallel step (`parallel_run_function`)
+running `scoring/entry.py` over the month's data asset with the DESIGN.md job
+settings and `append_row_to`, then a command step (`python -m scoring.merge`)
+that turns the appended rows into `predictions.csv` and `errors.csv`, accounting
+for every input. azure.ai.ml is imported only inside this module's methods.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from batch_scoring.backends.base import (
+    BackendError,
+    ComputeSpec,
+    DataAsset,
+    JobInfo,
+    JobStatus,
+    ScoringJobSpec,
+    attempt_name,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+SCORING_PACKAGE = PROJECT_ROOT / "scoring"
+CONDA_FILE = SCORING_PACKAGE / "environment" / "conda.yaml"
+BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04"
+RESULTS_OUTPUT = "results"
+
+
+def stage_code(destination: Path) -> Path:
+    """A code folder holding only the `scoring` package: what the job needs, nothing from the clone beside it."""
+    shutil.copytree(SCORING_PACKAGE, destination / "scoring",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "environment"))
+    return destination
+
+
+def scoring_environment(reference: str | None = None):
+    """A registered environment (`azureml:name:version`) when given, else one built from `scoring/environment`."""
+    if reference:
+        return reference
+    from azure.ai.ml.entities import Environment
+
+    return Environment(image=BASE_IMAGE, conda_file=str(CONDA_FILE))
+
+
+def build_pipeline_job(spec: ScoringJobSpec, *, code_dir: Path, environment: Any):
+    """The month's pipeline job, built offline; `submit_job` sends it."""
+    from azure.ai.ml import Input, Output, command, dsl
+    from azure.ai.ml.constants import AssetTypes, InputOutputModes
+    from azure.ai.ml.parallel import RunFunction, parallel_run_function
+
+    settings = spec.settings
+    score = parallel_run_function(
+        name="score_images",
+        display_name=f"score images {spec.month}",
+        inputs={
+            "images": Input(type=AssetTypes.URI_FOLDER, mode=InputOutputModes.RO_MOUNT),
+            "model": Input(type=AssetTypes.CUSTOM_MODEL, mode=InputOutputModes.DOWNLOAD),
+        },
+        outputs={"rows": Output(type=AssetTypes.URI_FILE)},
+        input_data="${{inputs.images}}",
+        instance_count=settings.instance_count,
+        max_concurrency_per_instance=settings.max_concurrency_per_instance,
+        mini_batch_size=str(settings.mini_batch_size),
+        mini_batch_error_threshold=settings.mini_batch_error_threshold,
+        error_threshold=settings.error_threshold,
+        retry_settings={"max_retries": settings.max_retries, "timeout": settings.timeout},
+        logging_level=settings.logging_level,
+        task=RunFunction(
+            code=str(code_dir),
+            entry_script="scoring/entry.py",
+            program_arguments=(
+                f"--model_dir ${{{{inputs.model}}}} --input_root ${{{{inputs.images}}}} --month {spec.month}"
+            ),
+            environment=environment,
+            append_row_to="${{outputs.rows}}",
+        ),
+    )
+    merge = command(
+        name="merge_rows",
+        display_name=f"merge rows {spec.month}",
+        code=str(code_dir),
+        command=(
+            "python -m scoring.merge --rows ${{inputs.rows}} --input_root ${{inputs.images}} "
+            f"--out ${{{{outputs.{RESULTS_OUTPUT}}}}} --error_threshold {settings.error_threshold}"
+        ),
+        inputs={
+            "rows": Input(type=AssetTypes.URI_FILE),
+            "images": Input(type=AssetTypes.URI_FOLDER, mode=InputOutputModes.RO_MOUNT),
+        },
+        outputs={RESULTS_OUTPUT: Output(type=AssetTypes.URI_FOLDER)},
+        environment=environment,
+    )
+
+    @dsl.pipeline(name="monthly_batch_scoring", description=f"Score images of {spec.month}", default_compute=spec.compute)
+    def monthly_scoring(images, model):
+        scored = score(images=images, model=model)
+        merged = merge(rows=scored.outputs.rows, images=images)
+        return {RESULTS_OUTPUT: merged.outputs[RESULTS_OUTPUT]}
+
+    job = monthly_scoring(
+        images=Input(type=AssetTypes.URI_FOLDER, path=f"azureml:{spec.data_asset_name}:{spec.data_asset_version}"),
+        model=Input(type=AssetTypes.CUSTOM_MODEL, path=f"azureml:{spec.model_name}:{spec.model_version}"),
+    )
+    job.name = spec.name
+    job.display_name = f"{spec.experiment} {spec.month}"
+    job.experiment_name = spec.experiment
+    job.tags = dict(spec.tags)
+    return job
+
+
+class AzureMLBackend:
+    def __init__(self, ml_client, *, code_dir: str | None = None, environment: str | None = None):
+        self.client = ml_client
+        self._code_dir = code_dir
+        self._environment = environment
+
+    def ensure_compute(self, spec: ComputeSpec) -> dict[str, Any]:
+        from azure.ai.ml.entities import AmlCompute
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            existing = self.client.compute.get(spec.name)
+        except ResourceNotFoundError:
+            existing = None
+        if existing is not None:
+            if getattr(existing, "type", None) != "amlcompute":
+                raise BackendError(
+                    f"compute {spec.name!r} exists with type {existing.type!r}, not an AmlCompute cluster; "
+                    "pick another compute name"
+                )
+            return _compute_summary(existing)
+        cluster = AmlCompute(
+            name=spec.name, size=spec.vm_size, min_instances=spec.min_instances, max_instances=spec.max_instances,
+            tier=spec.tier, idle_time_before_scale_down=spec.idle_time_before_scale_down,
+        )
+        return _compute_summary(self.client.compute.begin_create_or_update(cluster).result())
+
+    def register_data_asset(self, asset: DataAsset) -> DataAsset:
+        from azure.ai.ml.constants import AssetTypes
+        from azure.ai.ml.entities import Data
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            existing = self.client.data.get(name=asset.name, version=asset.version)
+        except ResourceNotFoundError:
+            existing = None
+        if existing is not None:
+            if _same_path(existing.path, asset.path):
+                return asset
+            raise BackendError(
+                f"data asset {asset.name}:{asset.version} is already registered with path {existing.path!r}, "
+                f"not {asset.path!r}; versions are immutable, use another asset name"
+            )
+        self.client.data.create_or_update(
+            Data(name=asset.name, version=asset.version, path=asset.path, type=AssetTypes.URI_FOLDER,
+                 description=f"images of month {asset.version}")
+        )
+        return asset
+
+    def submit_job(self, spec: ScoringJobSpec) -> JobInfo:
+        with tempfile.TemporaryDirectory(prefix="batch-scoring-code-") as scratch:
+            code_dir = Path(self._code_dir) if self._code_dir else stage_code(Path(scratch))
+            job = build_pipeline_job(spec, code_dir=code_dir, environment=scoring_environment(self._environment))
+            created = self.client.jobs.create_or_update(job, experiment_name=spec.experiment)
+        return _job_info(created)
+
+    def get_job(self, name: str) -> JobInfo:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            job = self.client.jobs.get(name)
+        except ResourceNotFoundError:
+            raise BackendError(f"no job named {name!r} in the workspace") from None
+        error = self._job_error(name) if job.status == JobStatus.FAILED else None
+        return _job_info(job, error)
+
+    def job_attempts(self, base_name: str) -> list[JobInfo]:
+        """`base`, `base-r1`, `base-r2`… as far as they exist: probing names beats listing a workspace's jobs."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        found = []
+        for attempt in range(0, 100):
+            name = attempt_name(base_name, attempt)
+            try:
+                found.append(_job_info(self.client.jobs.get(name)))
+            except ResourceNotFoundError:
+                break
+        return found
+
+    def cancel_job(self, name: str) -> JobInfo:
+        info = self.get_job(name)
+        if info.terminal:
+            return info
+        self.client.jobs.begin_cancel(name).result()
+        return self.get_job(name)
+
+    def download_outputs(self, name: str, destination: Path) -> Path:
+        info = self.get_job(name)
+        if info.status != JobStatus.COMPLETED:
+            raise BackendError(f"job {name!r} is {info.status}, not Completed: it has no outputs to download")
+        self.client.jobs.download(name, download_path=str(destination), output_name=RESULTS_OUTPUT)
+        folder = destination / "named-outputs" / RESULTS_OUTPUT
+        if not (folder / "predictions.csv").is_file():
+            raise BackendError(f"job {name!r} output {RESULTS_OUTPUT!r} has no predictions.csv (looked in {folder})")
+        return folder
+
+    def _job_error(self, name: str) -> str | None:
+        # The SDK's public Job entity carries no error; its run details do (as `jobs.stream` reads them).
+        try:
+            details = self.client.jobs._runs_operations.get_run_details(name)
+            error = details.error.error if details.error else None
+            return " ".join(f"{error.code}: {error.message}".split()) if error else None
+        except Exception:  # noqa: BLE001 - the error text is a courtesy; the status is what counts
+            return None
+
+
+_DATASTORE_PART = re.compile(r"datastores/([^/]+)/paths/(.*?)/*$")
+
+
+def _same_path(registered: str, wanted: str) -> bool:
+    """The service answers with the long `azureml://subscriptions/…/datastores/…` form: compare what matters."""
+    a, b = _DATASTORE_PART.search(registered), _DATASTORE_PART.search(wanted)
+    if a and b:
+        return a.groups() == b.groups()
+    return registered.rstrip("/") == wanted.rstrip("/")
+
+
+def _compute_summary(compute) -> dict[str, Any]:
+    return {"name": compute.name, "type": compute.type, "size": getattr(compute, "size", None),
+            "min_instances": getattr(compute, "min_instances", None),
+            "max_instances": getattr(compute, "max_instances", None), "tier": getattr(compute, "tier", None)}
+
+
+def _job_info(job, error: str | None = None) -> JobInfo:
+    return JobInfo(name=job.name, status=job.status or JobStatus.NOT_STARTED, error=error, url=job.studio_url)

@@ -1,0 +1,127 @@
+"""The Azure ML backend: the pipeline job it builds (validated offline by the SDK) and its workspace calls."""
+
+import pytest
+import yaml
+
+from batch_scoring.backends.azure_ml import AzureMLBackend, build_pipeline_job, scoring_environment, stage_code
+from batch_scoring.backends.base import BackendError, ComputeSpec, DataAsset, ScoringJobSpec
+from fake_ml_client import FakeMLClient
+from scoring.job_settings import JobSettings
+
+SETTINGS = JobSettings(mini_batch_size=10, mini_batch_error_threshold=3, error_threshold=25, max_retries=4,
+                       timeout=90, instance_count=2, max_concurrency_per_instance=3, logging_level="DEBUG")
+SPEC = ScoringJobSpec(name="monthly-batch-scoring-202610", experiment="monthly-batch-scoring", month="202610",
+                      data_asset_name="monthly-images", data_asset_version="202610", model_name="shapes-classifier",
+                      model_version="1", compute="gpu-cluster", settings=SETTINGS, tags={"month": "202610"})
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    return build_pipeline_job(SPEC, code_dir=stage_code(tmp_path_factory.mktemp("code")),
+                              environment=scoring_environment())
+
+
+def test_the_built_job_passes_the_sdks_own_validation(job):
+    result = job._validate()
+    assert result.passed, result.error_messages
+
+
+def test_the_parallel_step_carries_every_job_setting(job):
+    document = yaml.safe_load(job._to_yaml())
+    step = document["jobs"]["score_images"]
+    assert step["type"] == "parallel"
+    assert step["mini_batch_size"] == "10"
+    assert step["mini_batch_error_threshold"] == 3
+    assert step["error_threshold"] == 25
+    assert step["retry_settings"] == {"max_retries": 4, "timeout": 90}
+    assert step["resources"]["instance_count"] == 2
+    assert step["max_concurrency_per_instance"] == 3
+    assert step["logging_level"] == "DEBUG"
+    assert step["input_data"] == "${{inputs.images}}"
+    task = step["task"]
+    assert task["entry_script"] == "scoring/entry.py"
+    assert task["append_row_to"] == "${{outputs.rows}}"
+    assert "--month 202610" in task["program_arguments"]
+    assert "--model_dir ${{inputs.model}}" in task["program_arguments"]
+
+
+def test_the_merge_step_follows_the_parallel_step_and_enforces_the_threshold(job):
+    document = yaml.safe_load(job._to_yaml())
+    merge = document["jobs"]["merged"]
+    assert merge["inputs"]["rows"]["path"] == "${{parent.jobs.score_images.outputs.rows}}"
+    assert "python -m scoring.merge" in merge["component"]["command"]
+    assert "--error_threshold 25" in merge["component"]["command"]
+    assert document["outputs"]["results"]["type"] == "uri_folder"
+
+
+def test_the_month_asset_and_model_are_the_pipeline_inputs(job):
+    document = yaml.safe_load(job._to_yaml())
+    assert document["inputs"]["images"]["path"] == "azureml:monthly-images:202610"
+    assert document["inputs"]["model"]["path"] == "azureml:shapes-classifier:1"
+    assert document["settings"]["default_compute"] == "azureml:gpu-cluster"
+    assert job.name == "monthly-batch-scoring-202610"
+
+
+def test_the_code_folder_holds_only_the_scoring_package(tmp_path):
+    code = stage_code(tmp_path)
+    assert sorted(p.name for p in code.iterdir()) == ["scoring"]
+    assert (code / "scoring" / "entry.py").is_file() and (code / "scoring" / "merge.py").is_file()
+
+
+def test_compute_is_created_when_missing_and_reused_when_present():
+    client = FakeMLClient()
+    backend = AzureMLBackend(client)
+    spec = ComputeSpec(name="gpu-cluster", vm_size="Standard_NC4as_T4_v3", max_instances=3)
+    created = backend.ensure_compute(spec)
+    assert created["tier"] == "low_priority" and created["min_instances"] == 0 and created["max_instances"] == 3
+    backend.ensure_compute(spec)
+    assert client.compute.created == ["gpu-cluster"]
+
+
+def test_compute_of_another_type_is_a_clear_error():
+    client = FakeMLClient()
+    client.compute.computes["gpu-cluster"] = type("Instance", (), {"type": "computeinstance", "name": "gpu-cluster"})()
+    with pytest.raises(BackendError, match="exists with type 'computeinstance'"):
+        AzureMLBackend(client).ensure_compute(ComputeSpec(name="gpu-cluster"))
+
+
+def test_registering_a_month_twice_is_a_no_op_and_a_different_path_an_error():
+    client = FakeMLClient()
+    backend = AzureMLBackend(client)
+    asset = DataAsset("monthly-images", "202610", "azureml://datastores/images/paths/202610/")
+    backend.register_data_asset(asset)
+    backend.register_data_asset(asset)
+    assert len(client.data.assets) == 1
+    with pytest.raises(BackendError, match="already registered with path"):
+        backend.register_data_asset(DataAsset("monthly-images", "202610", "azureml://datastores/other/paths/202610/"))
+
+
+def test_failed_job_reports_the_services_error():
+    client = FakeMLClient()
+    backend = AzureMLBackend(client)
+    backend.submit_job(SPEC)
+    client.jobs.set_status(SPEC.name, "Failed", error="Out of quota\nfor NC4as_T4_v3")
+    info = backend.get_job(SPEC.name)
+    assert info.status == "Failed" and info.error == "UserError: Out of quota for NC4as_T4_v3"
+    assert info.url == f"https://ml.azure.com/runs/{SPEC.name}"
+
+
+def test_attempts_are_probed_in_order():
+    client = FakeMLClient()
+    backend = AzureMLBackend(client)
+    assert backend.job_attempts("m-202610") == []
+    backend.submit_job(ScoringJobSpec(**{**SPEC.__dict__, "name": "m-202610"}))
+    backend.submit_job(ScoringJobSpec(**{**SPEC.__dict__, "name": "m-202610-r1"}))
+    assert [info.name for info in backend.job_attempts("m-202610")] == ["m-202610", "m-202610-r1"]
+
+
+def test_outputs_are_downloaded_only_from_a_completed_job(tmp_path):
+    client = FakeMLClient()
+    backend = AzureMLBackend(client)
+    backend.submit_job(SPEC)
+    with pytest.raises(BackendError, match="not Completed"):
+        backend.download_outputs(SPEC.name, tmp_path)
+    client.jobs.set_status(SPEC.name, "Completed")
+    client.jobs.outputs[SPEC.name] = {"predictions.csv": "image\n", "errors.csv": "image\n"}
+    folder = backend.download_outputs(SPEC.name, tmp_path)
+    assert (folder / "predictions.csv").read_text() == "image\n"

@@ -1,0 +1,44 @@
+"""The hook reads the connection and builds the backend; no secret reaches a message."""
+
+import json
+
+import pytest
+
+from batch_scoring.backends.local import LocalBackend
+from batch_scoring.hooks.azure_ml import AzureMLHook
+
+SECRET = "s3cr3t-Cl1ent-Secret-value"
+
+
+def test_local_backend_from_the_connection(monkeypatch, tmp_path):
+    monkeypatch.setenv("AIRFLOW_CONN_AML_LOCAL", json.dumps({
+        "conn_type": "azure_ml", "extra": {"backend": "local", "workspace_dir": str(tmp_path), "wasb_conn_id": "blobs"}}))
+    monkeypatch.setenv("AIRFLOW_CONN_BLOBS", json.dumps({
+        "conn_type": "wasb", "extra": {"connection_string": "UseDevelopmentStorage=true"}}))
+    backend = AzureMLHook("aml_local").backend
+    assert isinstance(backend, LocalBackend) and backend.workspace.root == tmp_path.resolve()
+
+
+def test_missing_workspace_fields_are_named_and_the_secret_is_not(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_AML_CLOUD", json.dumps({
+        "conn_type": "azure_ml", "login": "client-id", "password": SECRET,
+        "extra": {"subscription_id": "sub", "tenant_id": "tenant"}}))
+    with pytest.raises(ValueError) as caught:
+        AzureMLHook("aml_cloud").backend
+    assert "resource_group" in str(caught.value) and "workspace_name" in str(caught.value)
+    assert SECRET not in str(caught.value)
+
+
+def test_service_principal_credentials_when_the_connection_has_them(monkeypatch):
+    from azure.identity import ClientSecretCredential, DefaultAzureCredential
+
+    monkeypatch.setenv("AIRFLOW_CONN_AML_SP", json.dumps({
+        "conn_type": "azure_ml", "login": "client-id", "password": SECRET,
+        "extra": {"subscription_id": "s", "resource_group": "r", "workspace_name": "w", "tenant_id": "t"}}))
+    monkeypatch.setenv("AIRFLOW_CONN_AML_DEFAULT_CRED", json.dumps({
+        "conn_type": "azure_ml", "extra": {"subscription_id": "s", "resource_group": "r", "workspace_name": "w"}}))
+    assert isinstance(AzureMLHook("aml_sp")._credential(), ClientSecretCredential)
+    assert isinstance(AzureMLHook("aml_default_cred")._credential(), DefaultAzureCredential)
+    client = AzureMLHook("aml_sp")._ml_client()
+    assert (client.subscription_id, client.resource_group_name, client.workspace_name) == ("s", "r", "w")
+    assert SECRET not in repr(client) and SECRET not in repr(AzureMLHook("aml_sp")._credential())

@@ -1,0 +1,137 @@
+"""Submit, reattach, wait, cancel: the operators against an in-memory MLClient behind the real Azure ML backend."""
+
+import threading
+import time
+
+import pytest
+from airflow.sdk.exceptions import TaskDeferred
+
+from batch_scoring.backends.azure_ml import AzureMLBackend
+from batch_scoring.operators.azure_ml import (
+    AzureMLJobFailed,
+    AzureMLSubmitScoringJobOperator,
+    AzureMLWaitForJobOperator,
+)
+from batch_scoring.triggers.azure_ml import AzureMLJobTrigger
+from fake_ml_client import FakeMLClient
+from operator_support import context, with_backend
+
+BASE = "monthly-batch-scoring-202610"
+
+
+@pytest.fixture
+def client():
+    return FakeMLClient()
+
+
+def _submit(client, ctx=None):
+    operator = with_backend(AzureMLSubmitScoringJobOperator(
+        task_id="submit", job_name=BASE, month="202610",
+        data_asset_name="monthly-images", data_asset_version="202610", model_name="shapes-classifier",
+        model_version="1", compute_name="gpu-cluster", job_settings={"mini_batch_size": 8},
+    ), AzureMLBackend(client))
+    ctx = ctx or context()
+    return operator.execute(ctx), ctx
+
+
+def _wait(client, **kwargs):
+    return with_backend(AzureMLWaitForJobOperator(task_id="wait", job_name=BASE, **kwargs), AzureMLBackend(client))
+
+
+def test_first_submit_creates_the_job_and_pushes_its_id_and_link_first(client):
+    name, ctx = _submit(client)
+    assert name == BASE and client.jobs.created == [BASE]
+    assert ctx["ti"].xcom == {"job_name": BASE, "job_url": f"https://ml.azure.com/runs/{BASE}"}
+
+
+def test_a_retry_reattaches_to_a_running_job(client):
+    _submit(client)
+    client.jobs.set_status(BASE, "Running")
+    name, _ = _submit(client)
+    assert name == BASE and client.jobs.created == [BASE]
+
+
+def test_a_retry_after_completion_submits_nothing(client):
+    _submit(client)
+    client.jobs.set_status(BASE, "Completed")
+    assert _submit(client)[0] == BASE and client.jobs.created == [BASE]
+
+
+def test_a_retry_after_failure_resubmits_once_with_a_new_suffix(client):
+    _submit(client)
+    client.jobs.set_status(BASE, "Failed", error="node preempted")
+    assert _submit(client)[0] == f"{BASE}-r1"
+    assert _submit(client)[0] == f"{BASE}-r1"  # the resubmitted job is live: reattach, no third job
+    client.jobs.set_status(f"{BASE}-r1", "Canceled")
+    assert _submit(client)[0] == f"{BASE}-r2"
+    assert client.jobs.created == [BASE, f"{BASE}-r1", f"{BASE}-r2"]
+
+
+def test_a_bad_month_is_refused_before_any_call(client):
+    operator = with_backend(AzureMLSubmitScoringJobOperator(
+        task_id="submit", job_name="x", month="2026-13", data_asset_name="a", data_asset_version="v",
+        model_name="m", model_version="1", compute_name="c"), AzureMLBackend(client))
+    with pytest.raises(ValueError, match="invalid month '2026-13'"):
+        operator.execute(context())
+    assert client.jobs.created == []
+
+
+@pytest.mark.parametrize("status", ["Failed", "Canceled"])
+def test_failed_and_canceled_raise_with_the_jobs_message_and_link(client, status):
+    _submit(client)
+    client.jobs.set_status(BASE, status, error="CUDA out of memory" if status == "Failed" else None)
+    with pytest.raises(AzureMLJobFailed) as caught:
+        _wait(client).execute(context())
+    assert status in str(caught.value) and f"https://ml.azure.com/runs/{BASE}" in str(caught.value)
+    if status == "Failed":
+        assert "CUDA out of memory" in str(caught.value)
+
+
+def test_non_deferred_wait_polls_until_completed(client):
+    _submit(client)
+    client.jobs.set_status(BASE, "Running")
+    threading.Timer(0.3, client.jobs.set_status, args=(BASE, "Completed")).start()
+    event = _wait(client, poll_interval=0.05, deferrable=False).execute(context())
+    assert event["status"] == "success" and event["job_status"] == "Completed"
+
+
+def test_timeout_cancels_the_job(client):
+    _submit(client)
+    client.jobs.set_status(BASE, "Running")
+    with pytest.raises(AzureMLJobFailed, match="it was cancelled"):
+        _wait(client, poll_interval=0.05, timeout=0.2, deferrable=False).execute(context())
+    assert client.jobs.cancelled == [BASE]
+
+
+def test_deferrable_wait_hands_over_to_the_trigger(client):
+    _submit(client)
+    client.jobs.set_status(BASE, "Running")
+    with pytest.raises(TaskDeferred) as caught:
+        _wait(client, poll_interval=7, timeout=60, deferrable=True).execute(context())
+    trigger = caught.value.trigger
+    assert isinstance(trigger, AzureMLJobTrigger)
+    assert trigger.job_name == BASE and trigger.poll_interval == 7 and trigger.end_time > time.time()
+
+
+def test_an_already_finished_job_is_not_deferred(client):
+    _submit(client)
+    client.jobs.set_status(BASE, "Completed")
+    assert _wait(client, deferrable=True).execute(context())["status"] == "success"
+
+
+def test_execute_complete_raises_on_an_error_event(client):
+    with pytest.raises(AzureMLJobFailed, match="job x Failed: boom"):
+        _wait(client).execute_complete(context(), {"status": "error", "message": "job x Failed: boom", "url": "u"})
+
+
+def test_on_kill_cancels_the_job(client):
+    _submit(client)
+    client.jobs.set_status(BASE, "Running")
+    _wait(client).on_kill()
+    assert client.jobs.cancelled == [BASE]
+
+
+def test_every_name_and_id_is_templated():
+    assert {"job_name", "month", "data_asset_name", "data_asset_version", "model_name", "model_version",
+            "compute_name", "job_settings"} <= set(AzureMLSubmitScoringJobOperator.template_fields)
+    assert "job_name" in AzureMLWaitForJobOperator.template_fields
