@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from localml.blob_inputs import download_prefix
+from scoring.blob_inputs import download_prefix
 from localml.jobs import OUTPUTS_DIR, SPEC_FILE, STATUS_FILE, STORAGE_ENV, JobStatus
 from localml.workspace import read_json, write_json
 from scoring.job_settings import JobSettings

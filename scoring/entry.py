@@ -12,6 +12,7 @@ import logging
 
 from scoring.images import DEFAULT_MAX_PIXELS
 from scoring.mini_batch import MiniBatchScorer
+from scoring.predict import PRECISIONS
 
 _scorer: MiniBatchScorer | None = None
 
@@ -24,6 +25,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=32, help="images per forward pass")
     parser.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS, help="decompression-bomb limit")
     parser.add_argument("--device", default=None, help="torch device; default: cuda when present")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32, or autocast bf16/fp16")
+    parser.add_argument("--channels_last", action="store_true", help="NHWC layout (faster convolutions)")
+    parser.add_argument("--decode_threads", type=int, default=None, help="threads decoding ahead of the model")
     args, _unknown = parser.parse_known_args()
     return args
 
@@ -38,6 +42,9 @@ def init() -> None:
         batch_size=args.batch_size,
         max_pixels=args.max_pixels,
         device=args.device,
+        precision=args.precision,
+        channels_last=args.channels_last,
+        decode_threads=args.decode_threads,
     )
     logging.getLogger(__name__).info("init done")
 

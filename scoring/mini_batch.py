@@ -36,8 +36,10 @@ class MiniBatchScorer:
         decode_threads: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         device: str | None = None,
+        precision: str = "fp32",
+        channels_last: bool = False,
     ):
-        self.predictor = Predictor(model_dir, device)
+        self.predictor = Predictor(model_dir, device, precision=precision, channels_last=channels_last)
         self.metadata = self.predictor.metadata
         self.preprocess = Preprocessor(self.metadata.preprocessing)
         self.month = month
@@ -46,9 +48,9 @@ class MiniBatchScorer:
         self.max_pixels = max_pixels
         self._decoder = ThreadPoolExecutor(max_workers=decode_threads or min(4, os.cpu_count() or 1))
         log.info(
-            "model %s version %s (%s, %d labels) on %s",
-            self.metadata.name, self.metadata.version, self.metadata.architecture,
-            len(self.metadata.labels), self.predictor.device,
+            "model %s version %s (%s, %d labels) on %s, %s%s, batches of %d",
+            self.metadata.name, self.metadata.version, self.metadata.architecture, len(self.metadata.labels),
+            self.predictor.device, precision, ", channels_last" if channels_last else "", batch_size,
         )
 
     def score(self, files: Sequence[str]) -> list[str]:
@@ -75,7 +77,8 @@ class MiniBatchScorer:
 
     def _decode_one(self, path: str):
         try:
-            image: Image.Image = decode_image(path, max_pixels=self.max_pixels)
+            image: Image.Image = decode_image(path, max_pixels=self.max_pixels,
+                                              min_side=self.metadata.preprocessing.resize)
             return self.preprocess(image)
         except ImageDecodeError as error:
             return error

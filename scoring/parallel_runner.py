@@ -53,6 +53,8 @@ class ParallelJob:
     progress_interval_s: float = 10.0
     # Inputs that never reached the input folder, with (error_type, message): still accounted for.
     known_failures: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    # Where predictions.csv and errors.csv go; default: `<work_dir>/outputs`.
+    output_dir: Path | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +142,7 @@ def run_parallel_job(job: ParallelJob) -> MergeResult:
     result = merge_rows(
         read_rows(_rows_file(rows_dir, batch) for batch in batches if _rows_file(rows_dir, batch).exists()),
         [*items, *job.known_failures],
-        job.work_dir / OUTPUTS_DIR,
+        job.output_dir or job.work_dir / OUTPUTS_DIR,
         failed_items=failed_items,
         error_threshold=settings.error_threshold,
     )

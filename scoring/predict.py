@@ -1,12 +1,16 @@
-"""Batched top-1 prediction: one forward per batch, on the best device present."""
+"""Batched top-1 prediction: one forward per batch, on the best device present, in the precision asked for."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
 
 from scoring.model import load_model_folder
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -16,17 +20,38 @@ def pick_device(requested: str | None = None) -> torch.device:
 
 
 class Predictor:
-    """Holds a model in eval mode on one device and scores batches of preprocessed tensors."""
+    """Holds a model in eval mode on one device and scores batches of preprocessed tensors.
 
-    def __init__(self, model_dir: Path, device: str | None = None):
+    :param precision: `fp32`, or autocast to `bf16` / `fp16` (fp16 only on CUDA).
+    :param channels_last: NHWC memory layout, faster for convolutions on CPUs and tensor cores.
+    """
+
+    def __init__(self, model_dir: Path, device: str | None = None, *, precision: str = "fp32",
+                 channels_last: bool = False):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r} must be one of {', '.join(PRECISIONS)}")
         self.device = pick_device(device)
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("precision fp16 needs a CUDA device; use bf16 on CPU")
+        self.precision = precision
+        self.channels_last = channels_last
         self.model, self.metadata = load_model_folder(model_dir, self.device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[self.precision])
 
     def predict(self, batch: torch.Tensor) -> tuple[list[str], list[float]]:
         """Top-1 label and probability for every row of `batch` (N, 3, H, W)."""
-        with torch.inference_mode():
-            logits = self.model(batch.to(self.device, non_blocking=True))
-            probabilities = torch.softmax(logits.float(), dim=1)
-            scores, indices = probabilities.max(dim=1)
+        batch = batch.to(self.device, non_blocking=True)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), self._autocast():
+            logits = self.model(batch)
+        probabilities = torch.softmax(logits.float(), dim=1)
+        scores, indices = probabilities.max(dim=1)
         labels = self.metadata.labels
         return [labels[i] for i in indices.cpu().tolist()], scores.cpu().tolist()

@@ -12,10 +12,39 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
 
 from azure.storage.blob import ContainerClient
 
 log = logging.getLogger(__name__)
+
+
+STORAGE_ENV = "AZURE_STORAGE_CONNECTION_STRING"
+
+
+def split_blob_url(url: str) -> tuple[str, str, str]:
+    """(account URL, container, prefix/) of a blob folder URL; Azurite's URLs carry the account in the path."""
+    parsed = urlparse(url)
+    parts = [part for part in parsed.path.split("/") if part]
+    if parsed.hostname and parsed.hostname.endswith(".core.windows.net"):
+        account_url, rest = f"{parsed.scheme}://{parsed.netloc}", parts
+    else:  # emulator style: http://127.0.0.1:10000/<account>/<container>/<prefix>
+        account_url, rest = f"{parsed.scheme}://{parsed.netloc}/{parts[0]}" if parts else "", parts[1:]
+    if not rest:
+        raise ValueError(f"blob URL {url!r} names no container: expected <account URL>/<container>/<folder>")
+    prefix = "/".join(rest[1:])
+    return account_url, rest[0], f"{prefix}/" if prefix else ""
+
+
+def container_client_for_url(url: str) -> tuple[ContainerClient, str]:
+    """A client for the URL's container, with credentials from the environment; and the folder prefix."""
+    account_url, container, prefix = split_blob_url(url)
+    connection_string = os.environ.get(STORAGE_ENV)
+    if connection_string:
+        return ContainerClient.from_connection_string(connection_string, container), prefix
+    from azure.identity import DefaultAzureCredential
+
+    return ContainerClient(account_url, container, credential=DefaultAzureCredential()), prefix
 
 
 def safe_relative_path(name: str) -> PurePosixPath | None:
