@@ -10,7 +10,7 @@ MONTH ?= 202610
 COMPOSE_VERSION := 2.40.3
 COMPOSE := tools/compose/docker-compose
 
-.PHONY: setup demo test airflow clean
+.PHONY: setup demo test airflow bench clean
 
 setup: $(VENV)/.installed $(AZURITE)/node_modules/.installed
 
@@ -48,3 +48,6 @@ test: setup $(COMPOSE)
 
 clean:
 	rm -rf .state .airflow demo-output
+
+bench: setup
+	$(PY) -m bench.run

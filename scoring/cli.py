@@ -14,11 +14,10 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from scoring.images import DEFAULT_MAX_PIXELS
+from scoring.constants import DEFAULT_MAX_PIXELS, PRECISIONS
 from scoring.job_settings import JobSettings, JobSettingsError
 from scoring.merge import ErrorThresholdExceeded
 from scoring.parallel_runner import ParallelJob, ParallelJobFailed, run_parallel_job
-from scoring.predict import PRECISIONS
 
 CODE_ROOT = Path(__file__).resolve().parent.parent
 ENTRY_SCRIPT = Path(__file__).resolve().parent / "entry.py"
@@ -55,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--precision", choices=PRECISIONS, default="fp32",
                        help="fp32, or autocast bf16 (CPU or GPU) / fp16 (GPU)")
     speed.add_argument("--channels_last", action="store_true", help="NHWC layout: faster convolutions")
-    speed.add_argument("--decode_threads", type=int, default=None, help="decoding threads per worker")
+    speed.add_argument("--compile", action="store_true",
+                       help="torch.compile the model: ~18 s per worker up front, ~18 %% faster forward on CPU")
+    speed.add_argument("--decode_threads", type=int, default=None, help="decoding threads per worker (0: decode inline; default: up to 4)")
     speed.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     speed.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS, help="decompression-bomb limit")
     speed.add_argument("--progress_interval", type=float, default=10.0, help="seconds between progress lines")
@@ -102,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.channels_last:
         program_arguments.append("--channels_last")
-    if args.decode_threads:
+    if args.compile:
+        program_arguments.append("--compile")
+    if args.decode_threads is not None:
         program_arguments += ["--decode_threads", str(args.decode_threads)]
     if args.device:
         program_arguments += ["--device", args.device]

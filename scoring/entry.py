@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from scoring.images import DEFAULT_MAX_PIXELS
+from scoring.constants import DEFAULT_MAX_PIXELS, PRECISIONS
 from scoring.mini_batch import MiniBatchScorer
-from scoring.predict import PRECISIONS
 
 _scorer: MiniBatchScorer | None = None
 
@@ -27,6 +26,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="torch device; default: cuda when present")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32, or autocast bf16/fp16")
     parser.add_argument("--channels_last", action="store_true", help="NHWC layout (faster convolutions)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (pays on long runs)")
     parser.add_argument("--decode_threads", type=int, default=None, help="threads decoding ahead of the model")
     args, _unknown = parser.parse_known_args()
     return args
@@ -45,6 +45,7 @@ def init() -> None:
         precision=args.precision,
         channels_last=args.channels_last,
         decode_threads=args.decode_threads,
+        compile=args.compile,
     )
     logging.getLogger(__name__).info("init done")
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from scoring.images import DEFAULT_MAX_PIXELS, ImageDecodeError, Preprocessor, decode_image
+from scoring.constants import DEFAULT_MAX_PIXELS
+from scoring.images import ImageDecodeError, Preprocessor, decode_image
 from scoring.items import image_id
 from scoring.predict import Predictor
 from scoring.rows import error_row, scored_row
@@ -38,15 +39,19 @@ class MiniBatchScorer:
         device: str | None = None,
         precision: str = "fp32",
         channels_last: bool = False,
+        compile: bool = False,
     ):
-        self.predictor = Predictor(model_dir, device, precision=precision, channels_last=channels_last)
+        self.predictor = Predictor(model_dir, device, precision=precision, channels_last=channels_last,
+                                   compile=compile)
         self.metadata = self.predictor.metadata
         self.preprocess = Preprocessor(self.metadata.preprocessing)
         self.month = month
         self.input_root = input_root
         self.batch_size = batch_size
         self.max_pixels = max_pixels
-        self._decoder = ThreadPoolExecutor(max_workers=decode_threads or min(4, os.cpu_count() or 1))
+        # decode_threads=0 decodes inline: best where every core already runs a worker process.
+        threads = min(4, os.cpu_count() or 1) if decode_threads is None else decode_threads
+        self._decoder = ThreadPoolExecutor(max_workers=threads) if threads > 0 else None
         log.info(
             "model %s version %s (%s, %d labels) on %s, %s%s, batches of %d",
             self.metadata.name, self.metadata.version, self.metadata.architecture, len(self.metadata.labels),
@@ -73,18 +78,20 @@ class MiniBatchScorer:
 
     def _decoded(self, files: Sequence[str]) -> Iterator:
         # map() keeps input order and decodes ahead while the caller runs forwards.
+        if self._decoder is None:
+            return map(self._decode_one, files)
         return self._decoder.map(self._decode_one, files)
 
     def _decode_one(self, path: str):
         try:
             image: Image.Image = decode_image(path, max_pixels=self.max_pixels,
                                               min_side=self.metadata.preprocessing.resize)
-            return self.preprocess(image)
+            return self.preprocess.crop(image)
         except ImageDecodeError as error:
             return error
 
     def _forward(self, ids: list[str], tensors: list) -> list[str]:
-        labels, scores = self.predictor.predict(torch.stack(tensors))
+        labels, scores = self.predictor.predict(self.preprocess.normalize(torch.stack(tensors)))
         return [
             scored_row(
                 item, label, score,

@@ -54,6 +54,7 @@ def test_decodes_every_supported_kind_to_rgb(tmp_path, name, data):
     image = decode_image(path)
     assert image.mode == "RGB"
     assert image.size[0] > 0 and image.size[1] > 0
+    assert len(image.getpixel((0, 0))) == 3  # pixels still readable after the file is closed
 
 
 def test_transparent_pixels_become_white_not_black(tmp_path):
@@ -66,6 +67,13 @@ def test_sixteen_bit_png_keeps_its_brightness(tmp_path):
     path = tmp_path / "deep.png"
     path.write_bytes(_png_16bit())
     assert decode_image(path).getpixel((0, 0)) == (155, 155, 155)  # 40000/65535*255, not clipped to 255
+
+
+def test_large_jpegs_decode_at_a_reduced_scale_but_never_below_the_resize(tmp_path):
+    path = tmp_path / "big.jpg"
+    path.write_bytes(image_bytes("JPEG", size=(1200, 700)))
+    assert decode_image(path, min_side=256).size == (600, 350)
+    assert decode_image(path, min_side=400).size == (1200, 700)
 
 
 def test_exif_orientation_is_honoured(tmp_path):

@@ -1,0 +1,44 @@
+"""The benchmark's images: ImageNet-like JPEGs, 300-1,000 px a side, with photo-like detail.
+
+Made once and kept under `.state/bench/`; a larger set re-uses the same files
+through hard links, which is all the memory measurement needs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def photo_like(rng: np.random.Generator) -> Image.Image:
+    """Smooth regions plus fine grain: decodes about as slowly as a camera JPEG of the same size."""
+    width, height = int(rng.integers(300, 1001)), int(rng.integers(300, 1001))
+    coarse = rng.integers(0, 256, size=(max(2, height // 24), max(2, width // 24), 3), dtype=np.uint8)
+    base = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), dtype=np.int16)
+    grain = rng.normal(0, 10, size=(height, width, 3)).astype(np.int16)
+    return Image.fromarray(np.clip(base + grain, 0, 255).astype(np.uint8))
+
+
+def ensure_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        path = folder / f"img_{index:06d}.jpg"
+        if not path.exists():
+            rng = np.random.default_rng([seed, index])  # per image: the set is the same whatever was cached
+            photo_like(rng).save(path, format="JPEG", quality=int(rng.integers(80, 96)))
+        paths.append(path)
+    return paths
+
+
+def linked_copies(sources: list[Path], folder: Path, count: int) -> Path:
+    """`count` names for the `sources` files (hard links), in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        target = folder / f"img_{index:06d}.jpg"
+        if not target.exists():
+            os.link(sources[index % len(sources)], target)
+    return folder

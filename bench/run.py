@@ -1,0 +1,305 @@
+"""`make bench`: how fast the scoring engine is against the hardware's bound, and how its memory grows.
+
+Prints one JSON object as the last line (also saved to bench/results.json):
+naive_img_s (PIL open, per-image tensor, batch of 1, fp32: the loop users run today),
+pipeline_img_s (this engine end to end, files -> CSV, best settings for the device),
+decode_img_s and forward_img_s (each alone, all cores), ceiling_img_s (CPU:
+1/(1/decode + 1/forward), the two share the cores; GPU: min of the two, they overlap),
+peak RSS of whole job process trees for the small and the large set, and the top-1
+agreement of the chosen precision with fp32 on the demo sample month.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from bench.dataset import ensure_images, linked_copies
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+STATE = PROJECT_ROOT / ".state" / "bench"
+RESULTS = Path(__file__).resolve().parent / "results.json"
+IMAGENET = dict(resize=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+def _size(count: int) -> str:
+    return f"{count // 1000}k" if count % 1000 == 0 else str(count)
+
+
+def bench_model(state: Path, architecture: str) -> Path:
+    """The architecture with random weights (they do not change speed), as a model folder."""
+    import torch
+
+    from scoring.model import METADATA_FILE, ModelMetadata, Preprocessing, build_model, save_model_folder
+
+    folder = state / f"model-{architecture}"
+    if not (folder / METADATA_FILE).is_file():
+        torch.manual_seed(0)
+        metadata = ModelMetadata(name=f"bench-{architecture}", version="1", architecture=architecture,
+                                 labels=tuple(f"class_{i}" for i in range(1000)),
+                                 preprocessing=Preprocessing(**IMAGENET))
+        save_model_folder(folder, build_model(architecture, 1000), metadata)
+    return folder
+
+
+def best_settings(device: str, precision: str) -> dict:
+    """What the engine runs with on this device (chosen from bench runs, see README)."""
+    cpus = os.cpu_count() or 1
+    if device == "cuda":
+        return {"workers": 1, "decode_threads": cpus, "batch_size": 128, "mini_batch_size": 512,
+                "precision": precision, "channels_last": True}
+    # CPU: one worker per core, decoding inline; each worker is one thread of decode then forward.
+    return {"workers": cpus, "decode_threads": 0, "batch_size": 32, "mini_batch_size": 32,
+            "precision": precision, "channels_last": True}
+
+
+def naive_img_s(files: list[Path], model_dir: Path, device: str) -> float:
+    """The seed's loop: PIL open, torchvision transforms per image, one fp32 forward of a batch of 1."""
+    import torch
+    from PIL import Image
+    from torchvision import transforms
+
+    from scoring.model import load_model_folder
+
+    model, metadata = load_model_folder(model_dir, device)
+    pre = metadata.preprocessing
+    transform = transforms.Compose([
+        transforms.Resize(pre.resize), transforms.CenterCrop(pre.crop), transforms.ToTensor(),
+        transforms.Normalize(pre.mean, pre.std),
+    ])
+    started = time.perf_counter()
+    with torch.no_grad():
+        for path in files:
+            tensor = transform(Image.open(path).convert("RGB")).unsqueeze(0).to(device)
+            model(tensor).argmax(1).item()
+    return len(files) / (time.perf_counter() - started)
+
+
+_PREPROCESSOR = None
+
+
+def _decode_one(job: tuple[str, str]) -> int:
+    """One image through the engine's decode and preprocessing (a pool worker keeps its Preprocessor)."""
+    global _PREPROCESSOR
+    from scoring.images import Preprocessor, decode_image
+    from scoring.model import read_metadata
+
+    path, model_dir = job
+    if _PREPROCESSOR is None:
+        _PREPROCESSOR = (Preprocessor(read_metadata(Path(model_dir)).preprocessing),
+                         read_metadata(Path(model_dir)).preprocessing.resize)
+    preprocessor, resize = _PREPROCESSOR
+    crop = preprocessor.crop(decode_image(path, min_side=resize))
+    return int(preprocessor.normalize(crop.unsqueeze(0)).shape[0])
+
+
+def decode_img_s(files: list[Path], model_dir: Path) -> float:
+    """Decode + preprocess only, with the engine's own functions, one process per core."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(os.cpu_count() or 1, initializer=_single_thread) as pool:
+        pool.map(_decode_one, [(str(files[0]), str(model_dir))] * (os.cpu_count() or 1))  # imports done
+        started = time.perf_counter()
+        pool.map(_decode_one, [(str(path), str(model_dir)) for path in files], chunksize=8)
+        return len(files) / (time.perf_counter() - started)
+
+
+def _single_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _forward_worker(model_dir: str, device: str, precision: str, batch_size: int, batches: int, threads: int,
+                    barrier, results) -> None:
+    import torch
+
+    from scoring.predict import Predictor
+
+    torch.set_num_threads(threads)
+    predictor = Predictor(Path(model_dir), device, precision=precision, channels_last=True)
+    crop = predictor.metadata.preprocessing.crop
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(batch_size, 3, crop, crop, generator=generator) for _ in range(4)]
+    predictor.predict(inputs[0])  # warm-up: kernels chosen, caches filled
+    if device == "cuda":
+        torch.cuda.synchronize()
+    barrier.wait()
+    started = time.perf_counter()
+    for index in range(batches):
+        predictor.predict(inputs[index % len(inputs)])  # .tolist() inside waits for the device
+    results.put(batches * batch_size / (time.perf_counter() - started))
+
+
+def forward_img_s(model_dir: Path, device: str, precision: str, batch_size: int, images: int) -> float:
+    """Forward only on ready tensors, all cores: the better of one process with every thread, or one per core."""
+    context = multiprocessing.get_context("spawn")
+    cpus = os.cpu_count() or 1
+    layouts = [(1, cpus)] if device == "cuda" else [(1, cpus), (cpus, 1)]
+    best = 0.0
+    for processes, threads in layouts:
+        barrier, results = context.Barrier(processes), context.Queue()
+        batches = max(2, images // batch_size // processes)
+        workers = [context.Process(target=_forward_worker, args=(str(model_dir), device, precision, batch_size,
+                                                                 batches, threads, barrier, results))
+                   for _ in range(processes)]
+        for worker in workers:
+            worker.start()
+        rates = [results.get() for _ in workers]
+        for worker in workers:
+            worker.join()
+        best = max(best, sum(rates))
+    return best
+
+
+def _tree_rss(process: psutil.Process) -> int:
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            total += member.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def run_pipeline(input_dir: Path, model_dir: Path, settings: dict, device: str) -> tuple[float, float, dict]:
+    """The CLI end to end on `input_dir`; returns (img/s, peak RSS MB of the whole process tree, counts)."""
+    with tempfile.TemporaryDirectory(prefix="bench-out-") as out:
+        command = [sys.executable, "-m", "scoring", "score", "--input", str(input_dir), "--model", str(model_dir),
+                   "--out", out, "--month", "209901", "--logging_level", "WARNING", "--device", device,
+                   "--workers", str(settings["workers"]), "--decode_threads", str(settings["decode_threads"]),
+                   "--batch_size", str(settings["batch_size"]), "--mini_batch_size", str(settings["mini_batch_size"]),
+                   "--precision", settings["precision"]]
+        if settings["channels_last"]:
+            command.append("--channels_last")
+        peak = 0
+        started = time.perf_counter()
+        process = psutil.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+        output = []
+        reader = threading.Thread(target=lambda: output.extend(process.stdout.read().decode().splitlines()))
+        reader.start()
+        while process.poll() is None:
+            peak = max(peak, _tree_rss(process))
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        reader.join()
+        if process.returncode != 0:
+            raise RuntimeError("pipeline run failed:\n" + "\n".join(output[-20:]))
+        images = len(os.listdir(input_dir))
+        with open(Path(out) / "predictions.csv", encoding="utf-8") as handle:
+            scored = sum(1 for _ in handle) - 1
+    return images / elapsed, peak / 2**20, {"images": images, "scored": scored, "seconds": round(elapsed, 2)}
+
+
+def top1_agreement(precision: str, device: str, model_dir: Path | None, month_dir: Path | None) -> float:
+    """Top-1 agreement of `precision` with fp32 on the demo sample month, scored with the demo model."""
+    from devstack.demo import MODEL_NAME, MODEL_VERSION, STATE as DEMO_STATE
+    from devstack.sample_month import write_month
+    from devstack.train_model import ensure_registered
+    from scoring.mini_batch import MiniBatchScorer
+    from scoring.rows import is_error, parse_row
+
+    if model_dir is None:
+        model_dir = ensure_registered(DEMO_STATE / "localml" / "models", MODEL_NAME, MODEL_VERSION)
+    if month_dir is None:
+        month_dir = DEMO_STATE / "sample" / "202610"
+        if not month_dir.is_dir():
+            write_month(month_dir.parent, month_dir.name)
+    files = sorted(str(p) for p in month_dir.rglob("*") if p.is_file())
+    labels = {}
+    for mode, channels_last in (("fp32", False), (precision, True)):
+        scorer = MiniBatchScorer(model_dir=model_dir, month="209901", input_root=str(month_dir), device=device,
+                                 precision=mode, channels_last=channels_last)
+        rows = [parse_row(row) for row in scorer.score(files)]
+        labels[mode] = {row["image"]: row["label"] for row in rows if not is_error(row)}
+    reference = labels["fp32"]
+    return sum(labels[precision].get(image) == label for image, label in reference.items()) / len(reference)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000,
+                        help="size of the benchmark set; 2,000 by default so that the ~2 s of worker start-up is not most of the run")
+    parser.add_argument("--large", type=int, default=10000, help="size of the set whose peak RSS is compared")
+    parser.add_argument("--rss-images", type=int, default=1000, help="the smaller set of the memory comparison")
+    parser.add_argument("--state", type=Path, default=STATE, help="where generated images and models are kept")
+    parser.add_argument("--naive-images", type=int, default=200, help="images timed for the naive loop")
+    parser.add_argument("--model", default="resnet18", help="torchvision architecture (resnet50 on a GPU)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--agreement-model", type=Path, default=None, help="model folder (default: the demo model)")
+    parser.add_argument("--agreement-month", type=Path, default=None, help="month folder (default: the demo month)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    state = args.state
+    files = ensure_images(state / "images", args.images)
+    large = linked_copies(files, state / f"images-x{args.large}", args.large)
+    small = linked_copies(files, state / f"images-x{args.images}", args.images)  # the same files, as a set
+    model_dir = bench_model(state, args.model)
+
+    precision = "bf16"
+    agreement = top1_agreement(precision, device, args.agreement_model, args.agreement_month)
+    if agreement < 0.995:
+        precision, agreement = "fp32", 1.0
+    settings = best_settings(device, precision)
+    print(f"device {device}, model {args.model}, precision {precision} (agreement {agreement:.4f}), {settings}",
+          flush=True)
+
+    naive = naive_img_s(files[: args.naive_images], model_dir, device)
+    print(f"naive: {naive:.1f} img/s", flush=True)
+    decode = decode_img_s(files, model_dir)
+    print(f"decode: {decode:.1f} img/s", flush=True)
+    forward = forward_img_s(model_dir, device, precision, settings["batch_size"], args.images)
+    print(f"forward: {forward:.1f} img/s", flush=True)
+    ceiling = min(decode, forward) if device == "cuda" else 1.0 / (1.0 / decode + 1.0 / forward)
+    pipeline, _rss, counts = run_pipeline(small, model_dir, settings, device)
+    print(f"pipeline {args.images}: {pipeline:.1f} img/s {counts}", flush=True)
+    rss_set = linked_copies(files, state / f"images-x{args.rss_images}", args.rss_images)
+    pipeline_1k, rss_1k, counts_1k = run_pipeline(rss_set, model_dir, settings, device)
+    print(f"pipeline {args.rss_images}: {pipeline_1k:.1f} img/s, peak RSS {rss_1k:.0f} MB {counts_1k}", flush=True)
+    pipeline_large, rss_large, large_counts = run_pipeline(large, model_dir, settings, device)
+    print(f"pipeline {args.large}: {pipeline_large:.1f} img/s, peak RSS {rss_large:.0f} MB {large_counts}", flush=True)
+
+    device_name = torch.cuda.get_device_name() if device == "cuda" else f"{os.cpu_count()}-core CPU"
+    result = {
+        "naive_img_s": round(naive, 1),
+        "pipeline_img_s": round(pipeline, 1),
+        "decode_img_s": round(decode, 1),
+        "forward_img_s": round(forward, 1),
+        "ceiling_img_s": round(ceiling, 1),
+        "pipeline_over_ceiling": round(pipeline / ceiling, 3),
+        "pipeline_over_naive": round(pipeline / naive, 2),
+        f"pipeline_img_s_{_size(args.rss_images)}": round(pipeline_1k, 1),
+        f"pipeline_img_s_{_size(args.large)}": round(pipeline_large, 1),
+        f"peak_rss_mb_{_size(args.rss_images)}": round(rss_1k),
+        f"peak_rss_mb_{_size(args.large)}": round(rss_large),
+        "rss_growth": round(rss_large / rss_1k, 3),
+        "device": device_name,
+        "model": args.model,
+        "precision": precision,
+        "settings": settings,
+        "images": args.images,
+        "large_images": args.large,
+        "top1_agreement_vs_fp32": round(agreement, 4),
+        "command": "make bench",
+    }
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
