@@ -99,3 +99,16 @@ def test_a_bad_month_is_refused_before_any_io(stack, bad_month):
     output = result.stdout + result.stderr
     assert bad_month in output
     assert sorted((root / "state" / "localml").rglob("*.json")) == jobs_before
+
+
+def test_a_backfill_of_three_months_runs_one_interval_per_month(stack):
+    _root, env = stack
+    airflow = [sys.executable, "-m", "airflow"]
+    subprocess.run([*airflow, "dags", "reserialize"], env=env, check=True, capture_output=True)
+    result = subprocess.run(
+        [*airflow, "backfill", "create", "--dag-id", "monthly_batch_scoring", "--from-date", "2026-01-01",
+         "--to-date", "2026-03-31", "--dry-run"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    planned = [line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| 2026-")]
+    # Each logical date is its data interval's start: January, February and March are scored.
+    assert planned == ["2026-01-01 00:00:00+00:00", "2026-02-01 00:00:00+00:00", "2026-03-01 00:00:00+00:00"]

@@ -128,10 +128,24 @@ class LocalBackend:
 
     def _info(self, name: str, status: dict) -> JobInfo:
         log_file = self.workspace.job_dir(name) / jobs.LOG_FILE
-        return JobInfo(
-            name=name,
-            status=status["status"],
-            error=status.get("error"),
-            url=log_file.as_uri(),
-            details={key: status[key] for key in ("counts", "submitted_at", "finished_at") if key in status},
-        )
+        details = {key: status[key] for key in ("counts", "submitted_at", "finished_at") if key in status}
+        progress = last_progress_line(log_file)
+        if progress:
+            details["progress"] = progress
+        return JobInfo(name=name, status=status["status"], error=status.get("error"), url=log_file.as_uri(),
+                       details=details)
+
+
+def last_progress_line(log_file: Path, tail_bytes: int = 16384) -> str | None:
+    """The job's latest progress or summary line, for the wait task's log."""
+    try:
+        with open(log_file, "rb") as handle:
+            handle.seek(max(0, log_file.stat().st_size - tail_bytes))
+            lines = handle.read().decode("utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return None
+    for line in reversed(lines):
+        for marker in ("progress: ", "job done: ", "job starts: "):
+            if marker in line:
+                return line[line.index(marker):]
+    return None

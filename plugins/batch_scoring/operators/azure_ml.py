@@ -229,7 +229,8 @@ class AzureMLWaitForJobOperator(_AzureMLOperator):
                 raise AzureMLJobFailed(
                     f"job {self.job_name} still {info.status} after {self.timeout:.0f}s; it was cancelled. {info.url}"
                 )
-            self.log.info("job %s is %s; next check in %ss", self.job_name, info.status, self.poll_interval)
+            self.log.info("job %s is %s%s; next check in %ss", self.job_name, info.status,
+                          f" ({info.details['progress']})" if info.details.get("progress") else "", self.poll_interval)
             time.sleep(self.poll_interval)
             info = self.hook.backend.get_job(self.job_name)
         return self._finish(job_event(info))

@@ -58,7 +58,9 @@ class AzureMLJobTrigger(BaseTrigger):
                     "message": f"job {self.job_name} still {info.status} at the wait's deadline; it was cancelled",
                 })
                 return
-            self.log.info("job %s is %s; next check in %ss", self.job_name, info.status, self.poll_interval)
+            progress = info.details.get("progress")
+            self.log.info("job %s is %s%s; next check in %ss", self.job_name, info.status,
+                          f" ({progress})" if progress else "", self.poll_interval)
             await asyncio.sleep(min(self.poll_interval, max(0.0, self.end_time - time.time())) or 0.01)
 
     async def on_kill(self) -> None:

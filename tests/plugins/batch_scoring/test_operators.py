@@ -135,3 +135,19 @@ def test_every_name_and_id_is_templated():
     assert {"job_name", "month", "data_asset_name", "data_asset_version", "model_name", "model_version",
             "compute_name", "job_settings"} <= set(AzureMLSubmitScoringJobOperator.template_fields)
     assert "job_name" in AzureMLWaitForJobOperator.template_fields
+
+
+def test_the_studio_link_is_the_jobs_url_from_xcom(monkeypatch):
+    from batch_scoring.operators import azure_ml
+
+    seen = {}
+
+    def get_value(*, key, ti_key):
+        seen["key"] = key
+        return f"https://ml.azure.com/runs/{BASE}"
+
+    monkeypatch.setattr(azure_ml.XCom, "get_value", staticmethod(get_value))
+    operator = AzureMLWaitForJobOperator(task_id="wait", job_name=BASE)
+    links = {link.name: link for link in operator.operator_extra_links}
+    assert links["Azure ML Studio"].get_link(operator, ti_key=None) == f"https://ml.azure.com/runs/{BASE}"
+    assert seen["key"] == "job_url"

@@ -107,3 +107,9 @@ def test_registering_another_path_for_the_same_month_is_refused(backend):
         path=f"azureml://datastores/other/paths/{MONTH}/"), backend)
     with pytest.raises(BackendError, match="already registered with path"):
         operator.execute(context())
+
+
+def test_the_wait_reports_the_jobs_progress(backend):
+    _submit(backend)
+    _wait(backend, BASE).execute(context())
+    assert backend.get_job(BASE).details["progress"].startswith("job done: 6 images, 6 scored, 0 errors")
