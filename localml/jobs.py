@@ -22,7 +22,11 @@ from localml.workspace import LocalWorkspace, WorkspaceError, read_json, write_j
 
 
 class JobStatus:
-    """Azure ML's job states (azure.ai.ml's run-history vocabulary)."""
+    """Azure ML's job states (azure.ai.ml's run-history vocabulary).
+
+    The service side of the wire: the Airflow side reads these strings with its own
+    `batch_scoring.backends.base.JobStatus`, as it reads a real workspace's.
+    """
 
     NOT_STARTED = "NotStarted"
     PREPARING = "Preparing"

@@ -48,15 +48,18 @@ def container_client_for_url(url: str) -> tuple[ContainerClient, str]:
 
 
 def safe_relative_path(name: str) -> PurePosixPath | None:
-    path = PurePosixPath(name)
-    if not name or name.startswith("/") or "\\" in name or any(part in ("..", ".") for part in path.parts):
+    """The blob name as a local relative path, or None when it could escape the folder or not round-trip
+    (`..`, `.`, empty segments, backslashes): the image id must be the blob name, unchanged."""
+    segments = name.split("/")
+    if "\\" in name or any(segment in ("", ".", "..") for segment in segments):
         return None
-    return path
+    return PurePosixPath(*segments)
 
 
 def download_prefix(container: ContainerClient, prefix: str, destination: Path, *, threads: int = 8) -> tuple[int, dict[str, str]]:
     """Download every blob under `prefix` to `destination`; returns (count, {item: why it was skipped})."""
     destination.mkdir(parents=True, exist_ok=True)
+    staging = destination.with_name(destination.name + ".partial")
     unsafe: dict[str, str] = {}
     count = 0
 
@@ -65,7 +68,9 @@ def download_prefix(container: ContainerClient, prefix: str, destination: Path, 
         if target.is_file() and target.stat().st_size == size:
             return
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".download")
+        # Partial downloads live beside the input folder, never in it: a killed job leaves no half file inside.
+        partial = staging.joinpath(*relative.parts)
+        partial.parent.mkdir(parents=True, exist_ok=True)
         with open(partial, "wb") as stream:
             container.download_blob(name).readinto(stream)
         os.replace(partial, target)

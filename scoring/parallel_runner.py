@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -33,6 +35,7 @@ from scoring.rows import ErrorType, is_error, parse_row
 log = logging.getLogger("scoring.parallel_runner")
 
 ROWS_DIR = "rows"
+PLAN_FILE = "plan.sha256"
 OUTPUTS_DIR = "outputs"
 
 
@@ -115,7 +118,7 @@ def run_parallel_job(job: ParallelJob) -> MergeResult:
     items = list_input_items(job.input_root)
     batches = plan_mini_batches(items, settings.mini_batch_size)
     rows_dir = job.work_dir / ROWS_DIR
-    rows_dir.mkdir(parents=True, exist_ok=True)
+    _keep_rows_only_for_this_plan(rows_dir, items, settings.mini_batch_size)
     progress = _Progress(len(batches), len(items), job.progress_interval_s)
 
     todo = collections.deque()
@@ -151,6 +154,22 @@ def run_parallel_job(job: ParallelJob) -> MergeResult:
         result.inputs, result.scored, result.errors, time.monotonic() - progress.started,
     )
     return result
+
+
+def _keep_rows_only_for_this_plan(rows_dir: Path, items: Sequence[str], mini_batch_size: int) -> None:
+    """Finished mini-batches are reused only if the inputs and the split are the same as when they ran."""
+    digest = hashlib.sha256(f"{mini_batch_size}\n".encode())
+    for item in items:
+        digest.update(item.encode("utf-8", "surrogateescape") + b"\n")
+    plan = rows_dir / PLAN_FILE
+    if rows_dir.is_dir() and (not plan.is_file() or plan.read_text(encoding="utf-8") != digest.hexdigest()):
+        stale = list(rows_dir.glob("*.jsonl"))
+        if stale:
+            log.warning("inputs or mini_batch_size changed since the last run: discarding %d finished "
+                        "mini-batches and starting over", len(stale))
+        shutil.rmtree(rows_dir)
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    plan.write_text(digest.hexdigest(), encoding="utf-8")
 
 
 def _rows_file(rows_dir: Path, batch: MiniBatch) -> Path:

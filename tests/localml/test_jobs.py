@@ -125,3 +125,15 @@ def test_a_killed_job_is_failed_then_resumes_where_it_stopped(tmp_path, azurite,
     assert status["counts"] == {"inputs": 4, "scored": 4, "errors": 0}
     rescored = {line.split(" ", 1)[1] for line in runs_log.read_text().splitlines()}
     assert len(rescored) == 4 - len(done_before)
+
+
+def test_a_blob_name_that_is_no_safe_path_is_listed_not_lost(tmp_path, azurite, month_container):
+    _upload(month_container, ["ok.jpg", "odd//name.jpg", "folder-marker/"])
+    workspace = LocalWorkspace(tmp_path / "ws")
+    jobs.submit(workspace, "job-1", _spec(month_container, tmp_path), env=_env(azurite))
+    status = _wait(workspace, "job-1")
+    assert status["counts"] == {"inputs": 3, "scored": 1, "errors": 2}
+    with open(workspace.job_dir("job-1") / "outputs" / "errors.csv", encoding="utf-8") as handle:
+        errors = {row["image"]: row for row in csv.DictReader(handle)}
+    assert set(errors) == {"odd//name.jpg", "folder-marker/"}
+    assert "rename the blob" in errors["odd//name.jpg"]["message"]

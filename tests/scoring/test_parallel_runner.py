@@ -134,3 +134,13 @@ def test_known_failures_are_accounted_for(tmp_path):
     result = run_parallel_job(job)
     assert (result.inputs, result.scored, result.errors) == (2, 1, 1)
     assert _csv(job, "errors.csv")[0]["image"] == "../evil.jpg"
+
+
+def test_a_restart_with_another_split_starts_over_instead_of_mixing(tmp_path):
+    names = [f"{i}.jpg" for i in range(6)]
+    run_parallel_job(_job(tmp_path, names, mini_batch_size=2))
+    (tmp_path / "state" / "runs.log").unlink()
+    job = _job(tmp_path, names, mini_batch_size=4)
+    result = run_parallel_job(job)
+    assert (result.scored, result.errors) == (6, 0)
+    assert len(_runs(tmp_path)) == 2  # both new mini-batches scored again
