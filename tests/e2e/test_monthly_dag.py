@@ -30,7 +30,9 @@ def stack(tmp_path_factory, azurite, model_dir):
 def uploaded_month(tmp_path_factory, blob_service_module):
     folder = tmp_path_factory.mktemp("month") / MONTH
     expected = write_small_month(folder)
-    container = blob_service_module.create_container("images")
+    container = blob_service_module.get_container_client("images")
+    if not container.exists():  # other tests of the session may have made it
+        container.create_container()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         container.upload_blob(f"{MONTH}/{path.relative_to(folder).as_posix()}", path.read_bytes())
     return expected
