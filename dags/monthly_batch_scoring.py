@@ -7,7 +7,8 @@ PyTorch model on Azure ML (or the embedded default) and publishes
 
 **Which month:** a run covers the data interval [1st of month M, 1st of M+1) and
 scores month M: the run that starts on 1 November scores October. A manual run
-scores the last complete month, unless the trigger form names a `month`.
+scores the last complete month before it was triggered, unless the trigger form
+names a `month`.
 Backfill a range of months with `airflow backfill create --dag-id
 monthly_batch_scoring --from-date 2026-01-01 --to-date 2026-03-31`.
 
@@ -86,13 +87,18 @@ JOB_PARAMS = {
 )
 def monthly_batch_scoring():
     @task(multiple_outputs=True)
-    def plan_run(params: dict, data_interval_start=None, dag=None) -> dict:
-        """Everything the run needs, validated before any I/O."""
-        from batch_scoring.month import resolve_month
-        from scoring.job_settings import JobSettings
+    def plan_run(params: dict, data_interval_start=None, dag_run=None, dag=None) -> dict:
+        """Everything the run needs, validated before any I/O; a bad value fails at once, without retries."""
+        from airflow.sdk.exceptions import AirflowFailException
 
-        month = resolve_month(params.get("month"), data_interval_start)
-        settings = JobSettings(**{name: params[name] for name in JOB_PARAMS})
+        from batch_scoring.month import InvalidMonth, resolve_month
+        from scoring.job_settings import JobSettings, JobSettingsError
+
+        try:
+            month = resolve_month(params.get("month"), data_interval_start, dag_run.run_after)
+            settings = JobSettings(**{name: params[name] for name in JOB_PARAMS})
+        except (InvalidMonth, JobSettingsError) as error:
+            raise AirflowFailException(str(error)) from None
         plan = {
             "month": month,
             "job_name": f"{dag.dag_id}-{month}".replace("_", "-"),

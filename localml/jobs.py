@@ -38,6 +38,10 @@ class JobStatus:
     CANCELED = "Canceled"
 
 
+class JobExists(WorkspaceError):
+    pass
+
+
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED})
 
 SPEC_FILE = "spec.json"
@@ -56,7 +60,7 @@ def submit(workspace: LocalWorkspace, name: str, spec: dict[str, Any], *, env: d
     try:
         job_dir.mkdir(parents=True)
     except FileExistsError:
-        raise WorkspaceError(f"job {name!r} already exists in {workspace.root}; job names are unique") from None
+        raise JobExists(f"job {name!r} already exists in {workspace.root}; job names are unique") from None
     write_json(job_dir / SPEC_FILE, {**spec, "name": name})
     write_json(job_dir / STATUS_FILE, {"name": name, "status": JobStatus.NOT_STARTED, "submitted_at": time.time()})
     return start(workspace, name, env=env)

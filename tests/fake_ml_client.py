@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 
 class _Poller:
@@ -43,7 +43,7 @@ class _Jobs:
 
     def create_or_update(self, job, experiment_name=None):
         if job.name in self.jobs:
-            raise AssertionError(f"job {job.name} submitted twice")
+            raise ResourceExistsError(f"job {job.name} already exists")
         self.jobs[job.name] = FakeJob(job.name, "NotStarted", f"https://ml.azure.com/runs/{job.name}", job)
         self.created.append(job.name)
         return self.jobs[job.name]

@@ -3,8 +3,9 @@
 Mapping (README "Which month a run scores"): a run covers the data interval
 [first day of month M, first day of month M+1) and scores month M. The monthly
 run that starts on 1 November scores October; a manual run without a month
-scores the last complete month before it was triggered; a `month` given in the
-trigger form wins over both.
+(Airflow 3 gives it no data interval) scores the last complete month before it
+was triggered, as the timetable would infer; a `month` given in the trigger
+form wins over both.
 """
 
 from __future__ import annotations
@@ -33,10 +34,20 @@ def month_of(moment: dt.datetime) -> str:
     return f"{moment.year:04d}{moment.month:02d}"
 
 
-def resolve_month(requested: str | None, data_interval_start: dt.datetime | None) -> str:
-    """The trigger form's month if given, else the data interval's month."""
+def previous_month(moment: dt.datetime) -> str:
+    """The last complete month before `moment` (UTC): what the monthly timetable infers for a manual run."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.timezone.utc)
+    return month_of(moment.replace(day=1) - dt.timedelta(days=1))
+
+
+def resolve_month(requested: str | None, data_interval_start: dt.datetime | None,
+                  run_after: dt.datetime | None = None) -> str:
+    """The trigger form's month if given, else the data interval's month, else the month before `run_after`."""
     if requested not in (None, ""):
         return validate_month(requested)
-    if data_interval_start is None:
-        raise InvalidMonth("no month given and the run has no data interval: trigger it with a month (YYYYMM)")
-    return validate_month(month_of(data_interval_start))
+    if data_interval_start is not None:
+        return validate_month(month_of(data_interval_start))
+    if run_after is not None:
+        return validate_month(previous_month(run_after))
+    raise InvalidMonth("no month given and the run has no data interval: trigger it with a month (YYYYMM)")

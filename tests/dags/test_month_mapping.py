@@ -51,9 +51,22 @@ def test_a_scheduled_run_scores_the_month_that_just_ended(timetable, dag, previo
     assert resolve_month(None, info.data_interval.start) == expected_month
 
 
-def test_a_manual_run_without_a_month_scores_the_last_complete_month(timetable):
-    interval = timetable.infer_manual_data_interval(run_after=dt.datetime(2026, 11, 26, 9, 30, tzinfo=UTC))
-    assert resolve_month(None, interval.start) == "202610"
+@pytest.mark.parametrize(
+    "run_after, expected",
+    [
+        (dt.datetime(2026, 11, 26, 9, 30, tzinfo=UTC), "202610"),
+        (dt.datetime(2026, 11, 1, 0, 0, tzinfo=UTC), "202610"),
+        (dt.datetime(2026, 11, 1, 0, 0, 1, tzinfo=UTC), "202610"),
+        (dt.datetime(2027, 1, 15, tzinfo=UTC), "202612"),
+        (dt.datetime(2026, 12, 1, 0, 30, tzinfo=dt.timezone(dt.timedelta(hours=2))), "202610"),  # 22:30 UTC, 30 Nov
+    ],
+)
+def test_a_manual_run_without_a_month_scores_what_the_timetable_infers(timetable, run_after, expected):
+    # Airflow 3 gives a manual run no data interval: the month comes from when it was triggered,
+    # and must be the month the timetable itself would infer for that moment.
+    inferred = timetable.infer_manual_data_interval(run_after=run_after)
+    assert resolve_month(None, inferred.start) == expected
+    assert resolve_month(None, None, run_after) == expected
 
 
 def test_the_trigger_form_month_wins(timetable):

@@ -21,6 +21,7 @@ def test_loads_the_model_in_eval_mode(model_dir):
     assert metadata.preprocessing.crop == 64
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_refuses_weights_that_would_execute_pickled_code(model_dir, tmp_path):
     folder = tmp_path / "evil"
     folder.mkdir()

@@ -19,6 +19,7 @@ from batch_scoring.backends.base import (
     BackendError,
     ComputeSpec,
     DataAsset,
+    JobAlreadyExists,
     JobInfo,
     JobStatus,
     ScoringJobSpec,
@@ -164,10 +165,15 @@ class AzureMLBackend:
         return asset
 
     def submit_job(self, spec: ScoringJobSpec) -> JobInfo:
+        from azure.core.exceptions import ResourceExistsError
+
         with tempfile.TemporaryDirectory(prefix="batch-scoring-code-") as scratch:
             code_dir = Path(self._code_dir) if self._code_dir else stage_code(Path(scratch))
             job = build_pipeline_job(spec, code_dir=code_dir, environment=scoring_environment(self._environment))
-            created = self.client.jobs.create_or_update(job, experiment_name=spec.experiment)
+            try:
+                created = self.client.jobs.create_or_update(job, experiment_name=spec.experiment)
+            except ResourceExistsError:
+                raise JobAlreadyExists(f"job {spec.name!r} already exists in the workspace") from None
         return _job_info(created)
 
     def get_job(self, name: str) -> JobInfo:

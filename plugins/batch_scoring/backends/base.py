@@ -53,6 +53,10 @@ class BackendError(RuntimeError):
     """A request the workspace refused; the message is one actionable line."""
 
 
+class JobAlreadyExists(BackendError):
+    """Another submitter created a job of that name first (two runs of one month racing)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DataAsset:
     name: str

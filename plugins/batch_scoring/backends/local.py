@@ -20,6 +20,7 @@ from batch_scoring.backends.base import (
     BackendError,
     ComputeSpec,
     DataAsset,
+    JobAlreadyExists,
     JobInfo,
     JobStatus,
     ScoringJobSpec,
@@ -100,6 +101,8 @@ class LocalBackend:
         try:
             status = jobs.submit(self.workspace, spec.name, job_spec,
                                  env={jobs.STORAGE_ENV: self._storage_connection_string})
+        except jobs.JobExists as error:
+            raise JobAlreadyExists(str(error)) from None
         except WorkspaceError as error:
             raise BackendError(str(error)) from None
         return self._info(spec.name, status)

@@ -20,6 +20,7 @@ from airflow.sdk.execution_time.xcom import XCom
 from batch_scoring.backends.base import (
     ComputeSpec,
     DataAsset,
+    JobAlreadyExists,
     JobStatus,
     ScoringJobSpec,
     attempt_name,
@@ -180,8 +181,13 @@ class AzureMLSubmitScoringJobOperator(_AzureMLOperator):
                 model_name=self.model_name, model_version=str(self.model_version), compute=self.compute_name,
                 settings=settings, tags={"month": month, "dag_id": context["dag"].dag_id},
             )
-            job = backend.submit_job(spec)
-            self.log.info("submitted job %s (%s) for month %s", job.name, job.status, month)
+            try:
+                job = backend.submit_job(spec)
+                self.log.info("submitted job %s (%s) for month %s", job.name, job.status, month)
+            except JobAlreadyExists:
+                # Another run of the same month submitted it a moment ago: follow that one.
+                job = backend.get_job(name)
+                self.log.info("job %s was just submitted by another run; reattaching (%s)", job.name, job.status)
         context["ti"].xcom_push(key=JOB_NAME_KEY, value=job.name)
         context["ti"].xcom_push(key=JOB_URL_KEY, value=job.url)
         self.log.info("job link: %s", job.url)

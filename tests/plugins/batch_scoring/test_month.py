@@ -30,4 +30,4 @@ def test_interval_month_is_read_in_utc():
 
 def test_no_month_and_no_interval_is_a_clear_error():
     with pytest.raises(InvalidMonth, match="trigger it with a month"):
-        resolve_month(None, None)
+        resolve_month(None, None, None)

@@ -67,6 +67,15 @@ def test_a_retry_after_failure_resubmits_once_with_a_new_suffix(client):
     assert client.jobs.created == [BASE, f"{BASE}-r1", f"{BASE}-r2"]
 
 
+def test_two_runs_of_one_month_racing_end_on_one_job(client, monkeypatch):
+    _submit(client)  # the other run won the race
+    client.jobs.set_status(BASE, "Running")
+    monkeypatch.setattr(AzureMLBackend, "job_attempts", lambda self, base: [])  # looked before it submitted
+    name, ctx = _submit(client)
+    assert name == BASE and client.jobs.created == [BASE]
+    assert ctx["ti"].xcom["job_name"] == BASE
+
+
 def test_a_bad_month_is_refused_before_any_call(client):
     operator = with_backend(AzureMLSubmitScoringJobOperator(
         task_id="submit", job_name="x", month="2026-13", data_asset_name="a", data_asset_version="v",
