@@ -31,6 +31,7 @@ class FakeJob:
     studio_url: str = ""
     submitted: object = None
     error: str | None = None
+    tags: dict = dataclasses.field(default_factory=dict)
 
 
 class _Jobs:
@@ -44,7 +45,8 @@ class _Jobs:
     def create_or_update(self, job, experiment_name=None):
         if job.name in self.jobs:
             raise ResourceExistsError(f"job {job.name} already exists")
-        self.jobs[job.name] = FakeJob(job.name, "NotStarted", f"https://ml.azure.com/runs/{job.name}", job)
+        self.jobs[job.name] = FakeJob(job.name, "NotStarted", f"https://ml.azure.com/runs/{job.name}", job,
+                                      tags=dict(job.tags or {}))
         self.created.append(job.name)
         return self.jobs[job.name]
 

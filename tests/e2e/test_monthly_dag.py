@@ -87,7 +87,7 @@ def test_running_the_month_again_reuses_the_completed_job(stack, uploaded_month,
     before = _published(blob_service_module, "predictions.csv")
     result = _dags_test(env, {"poll_interval": 1})
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    assert "already completed for month 202610; nothing submitted" in result.stdout + result.stderr
+    assert "already scored month 202610 with shapes-classifier:1; nothing submitted" in result.stdout + result.stderr
     assert sorted(p.name for p in (root / "state" / "localml" / "jobs").iterdir()) == ["monthly-batch-scoring-202610"]
     assert _published(blob_service_module, "predictions.csv") == before
 

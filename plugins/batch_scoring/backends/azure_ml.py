@@ -244,4 +244,5 @@ def _compute_summary(compute) -> dict[str, Any]:
 
 
 def _job_info(job, error: str | None = None) -> JobInfo:
-    return JobInfo(name=job.name, status=job.status or JobStatus.NOT_STARTED, error=error, url=job.studio_url)
+    return JobInfo(name=job.name, status=job.status or JobStatus.NOT_STARTED, error=error, url=job.studio_url,
+                   tags=dict(getattr(job, "tags", None) or {}))

@@ -97,6 +97,7 @@ class JobInfo:
     error: str | None = None
     url: str | None = None
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def terminal(self) -> bool:

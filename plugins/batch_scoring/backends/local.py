@@ -135,8 +135,9 @@ class LocalBackend:
         progress = last_progress_line(log_file)
         if progress:
             details["progress"] = progress
+        spec = read_json(self.workspace.job_dir(name) / jobs.SPEC_FILE) or {}
         return JobInfo(name=name, status=status["status"], error=status.get("error"), url=log_file.as_uri(),
-                       details=details)
+                       details=details, tags=spec.get("tags", {}))
 
 
 def last_progress_line(log_file: Path, tail_bytes: int = 16384) -> str | None:

@@ -123,8 +123,9 @@ class AzureMLSubmitScoringJobOperator(_AzureMLOperator):
     """Submit the month's scoring pipeline, or reattach to it: never two live jobs for one month.
 
     The job name is deterministic (`job_name`); a retry finds that family of jobs and
-    reattaches to an active one, returns a completed one, or resubmits with a new
-    suffix (`-r1`, `-r2`…) only when every earlier try failed or was cancelled.
+    reattaches to an active one, returns one that completed with the same model, or
+    submits with a new suffix (`-r1`, `-r2`…) when every earlier try failed, was
+    cancelled, or scored with another model (rescoring a month with a new model).
 
     :param job_name: base job name, unique per (DAG, month).
     :param month: YYYYMM.
@@ -163,23 +164,29 @@ class AzureMLSubmitScoringJobOperator(_AzureMLOperator):
         month = validate_month(self.month)
         base = sanitize_job_name(self.job_name)
         settings = JobSettings.from_dict(self.job_settings)
+        model = f"{self.model_name}:{self.model_version}"
         backend = self.hook.backend
         family = backend.job_attempts(base)
         active = [info for info in family if not info.terminal]
-        completed = [info for info in family if info.status == JobStatus.COMPLETED]
+        completed = [info for info in family if info.status == JobStatus.COMPLETED and info.tags.get("model") == model]
         if active:
             job = active[-1]
+            if job.tags.get("model", model) != model:
+                raise AzureMLJobFailed(
+                    f"job {job.name} for month {month} is {job.status} with model {job.tags['model']}, not {model}: "
+                    f"wait for it or cancel it, then run again ({job.url})"
+                )
             self.log.info("reattaching to job %s, which is %s", job.name, job.status)
         elif completed:
             job = completed[-1]
-            self.log.info("job %s already completed for month %s; nothing submitted", job.name, month)
+            self.log.info("job %s already scored month %s with %s; nothing submitted", job.name, month, model)
         else:
             name = attempt_name(base, attempt_number(family[-1].name, base) + 1 if family else 0)
             spec = ScoringJobSpec(
                 name=name, experiment=self.experiment_name, month=month,
                 data_asset_name=self.data_asset_name, data_asset_version=str(self.data_asset_version),
                 model_name=self.model_name, model_version=str(self.model_version), compute=self.compute_name,
-                settings=settings, tags={"month": month, "dag_id": context["dag"].dag_id},
+                settings=settings, tags={"month": month, "dag_id": context["dag"].dag_id, "model": model},
             )
             try:
                 job = backend.submit_job(spec)

@@ -24,11 +24,11 @@ def client():
     return FakeMLClient()
 
 
-def _submit(client, ctx=None):
+def _submit(client, ctx=None, model_version="1"):
     operator = with_backend(AzureMLSubmitScoringJobOperator(
         task_id="submit", job_name=BASE, month="202610",
         data_asset_name="monthly-images", data_asset_version="202610", model_name="shapes-classifier",
-        model_version="1", compute_name="gpu-cluster", job_settings={"mini_batch_size": 8},
+        model_version=model_version, compute_name="gpu-cluster", job_settings={"mini_batch_size": 8},
     ), AzureMLBackend(client))
     ctx = ctx or context()
     return operator.execute(ctx), ctx
@@ -74,6 +74,24 @@ def test_two_runs_of_one_month_racing_end_on_one_job(client, monkeypatch):
     name, ctx = _submit(client)
     assert name == BASE and client.jobs.created == [BASE]
     assert ctx["ti"].xcom["job_name"] == BASE
+
+
+def test_a_new_model_version_rescores_the_month_with_a_new_attempt(client):
+    _submit(client)
+    client.jobs.set_status(BASE, "Completed")
+    assert _submit(client, model_version="2")[0] == f"{BASE}-r1"
+    assert client.jobs.jobs[f"{BASE}-r1"].tags["model"] == "shapes-classifier:2"
+    client.jobs.set_status(f"{BASE}-r1", "Completed")
+    assert _submit(client, model_version="2")[0] == f"{BASE}-r1"  # done with that model: nothing new
+    assert _submit(client, model_version="1")[0] == BASE
+
+
+def test_a_live_job_of_another_model_is_not_joined_nor_doubled(client):
+    _submit(client)
+    client.jobs.set_status(BASE, "Running")
+    with pytest.raises(AzureMLJobFailed, match="with model shapes-classifier:1, not shapes-classifier:2"):
+        _submit(client, model_version="2")
+    assert client.jobs.created == [BASE]
 
 
 def test_a_bad_month_is_refused_before_any_call(client):
