@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Loaded by path, as Azure ML's parallel driver loads `scoring/entry.py`: make `scoring` importable.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scoring.constants import DEFAULT_MAX_PIXELS, PRECISIONS
 from scoring.mini_batch import MiniBatchScorer

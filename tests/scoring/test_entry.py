@@ -36,3 +36,19 @@ def test_entry_script_scores_good_images_and_lists_broken_ones(tmp_path, model_d
     for row in predictions:
         assert row["label"] in labels and 0.0 <= float(row["score"]) <= 1.0
         assert (row["model_name"], row["model_version"], row["month"]) == ("shapes-classifier", "1", "202610")
+
+
+def test_entry_script_loads_by_path_without_the_project_on_sys_path(tmp_path):
+    """As Azure ML's parallel driver loads it: from its file, in another working directory."""
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import importlib.util, sys; "
+             f"spec = importlib.util.spec_from_file_location('entry', {str(PROJECT_ROOT / 'scoring' / 'entry.py')!r}); "
+             "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module); "
+             "print(callable(module.init) and callable(module.run))")
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "True"
