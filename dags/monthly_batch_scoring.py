@@ -3,7 +3,7 @@
 
 Scores one month of images (`images/<YYYYMM>/` in Blob Storage) with a registered
 PyTorch model on Azure ML (or the embedded default) and publishes
-`predictions/<YYYYMM>/predictions.csv`, `errors.csv` and `manifest.json`.
+`predictions/<YYYYMM>/predictions.csv`, `errors.csv`, `report.md` and `manifest.json`.
 
 **Which month:** a run covers the data interval [1st of month M, 1st of M+1) and
 scores month M: the run that starts on 1 November scores October. A manual run
@@ -133,6 +133,7 @@ def monthly_batch_scoring():
 
         from batch_scoring.hooks.azure_ml import AzureMLHook
         from batch_scoring.publish import build_manifest, list_month_items, publish_month, validate_outputs
+        from batch_scoring.report import write_report
 
         blobs = WasbHook(wasb_conn_id=WASB_CONN_ID).get_conn()
         inputs = list_month_items(blobs.get_container_client(params["images_container"]), month)
@@ -140,6 +141,8 @@ def monthly_batch_scoring():
             folder = AzureMLHook(azure_ml_conn_id=AZURE_ML_CONN_ID).backend.download_outputs(job_name, Path(scratch))
             counts = validate_outputs(folder, inputs, month=month, model_name=params["model_name"],
                                       model_version=params["model_version"])
+            write_report(folder, month=month, model=f"{params['model_name']}:{params['model_version']}",
+                         job_name=job_name)
             manifest = build_manifest(folder, counts, run_id=run_id, month=month, job_name=job_name,
                                       model_name=params["model_name"], model_version=params["model_version"])
             written = publish_month(blobs.get_container_client(params["predictions_container"]), month, folder,

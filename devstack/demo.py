@@ -123,7 +123,7 @@ def main() -> int:
     print(f"  scored  {counts['scored']}")
     print(f"  errors  {counts['errors']}  (see errors.csv)")
     print(f"  top-1 accuracy {top1:.1%} on {judged} labelled images")
-    print(f"  files   {output}/predictions.csv, errors.csv, manifest.json")
+    print(f"  files   {output}/predictions.csv, errors.csv, report.md, manifest.json")
     print(f"  took    {time.monotonic() - started:.0f}s")
     return 0
 

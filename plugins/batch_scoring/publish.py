@@ -23,7 +23,7 @@ from typing import Any
 
 from scoring.rows import ERROR_COLUMNS, PREDICTION_COLUMNS
 
-PUBLISHED_FILES = ("predictions.csv", "errors.csv")
+PUBLISHED_FILES = ("predictions.csv", "errors.csv", "report.md")
 MANIFEST_FILE = "manifest.json"
 _SHOWN = 3  # examples named in a one-line error
 

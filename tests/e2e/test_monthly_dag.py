@@ -80,6 +80,9 @@ def test_a_month_is_scored_validated_and_published(stack, uploaded_month, blob_s
                                   "errors": len(uploaded_month) - len(good)}
     assert (manifest["model_name"], manifest["model_version"]) == ("shapes-classifier", "1")
     assert manifest["job_name"] == "monthly-batch-scoring-202610"
+    assert set(manifest["files"]) == {"predictions.csv", "errors.csv", "report.md"}
+    report = _published(blob_service_module, "report.md").decode()
+    assert f"- images: {len(uploaded_month)}" in report and "## Errors by type" in report
 
 
 def test_running_the_month_again_reuses_the_completed_job(stack, uploaded_month, blob_service_module):

@@ -11,6 +11,7 @@ from batch_scoring.publish import (
     sha256_of,
     validate_outputs,
 )
+from batch_scoring.report import write_report
 
 HEADER = "image,label,score,model_name,model_version,month\n"
 ERRORS_HEADER = "image,error_type,message\n"
@@ -68,14 +69,33 @@ def test_wrong_column_order_is_refused(tmp_path):
 def test_publish_writes_files_then_a_manifest_with_their_hashes(tmp_path, blob_service):
     folder = _outputs(tmp_path, GOOD, BROKEN)
     counts = _validate(folder, ["a.jpg", "b.jpg", "c.jpg"])
+    write_report(folder, month="202610", model="m:1", job_name="j")
     manifest = build_manifest(folder, counts, run_id="r1", month="202610", job_name="j")
     container = blob_service.get_container_client("published-test")
     written = publish_month(container, "202610", folder, manifest)
-    assert written == ["202610/predictions.csv", "202610/errors.csv", "202610/manifest.json"]
+    assert written == ["202610/predictions.csv", "202610/errors.csv", "202610/report.md", "202610/manifest.json"]
     stored = json.loads(container.download_blob(f"202610/{MANIFEST_FILE}").readall())
     assert stored["counts"] == {"inputs": 3, "scored": 2, "errors": 1}
     assert stored["files"]["predictions.csv"]["sha256"] == sha256_of(folder / "predictions.csv")
-    assert list_month_items(container, "202610") == ["errors.csv", "manifest.json", "predictions.csv"]
+    published = ["errors.csv", "manifest.json", "predictions.csv", "report.md"]
+    assert list_month_items(container, "202610") == published
+    assert stored["files"]["report.md"]["sha256"] == sha256_of(folder / "report.md")
     # Publishing again overwrites: same names, same content, still one manifest.
     publish_month(container, "202610", folder, manifest)
-    assert list_month_items(container, "202610") == ["errors.csv", "manifest.json", "predictions.csv"]
+    assert list_month_items(container, "202610") == published
+
+
+def test_the_report_shows_counts_label_mix_scores_and_errors(tmp_path):
+    folder = _outputs(tmp_path, GOOD + ["d.jpg,circle,0.95,m,1,202610\n"], BROKEN)
+    text = write_report(folder, month="202610", model="m:1", job_name="j").read_text(encoding="utf-8")
+    assert "- images: 4" in text and "- scored: 3 (75.0%)" in text and "- errors: 1" in text
+    assert "| circle | 2 | 66.7% |" in text and "| square | 1 | 33.3% |" in text
+    assert "| 0.9–1.0 | 2 |" in text and "| 0.8–0.9 | 1 |" in text
+    assert "| corrupt | 1 | `c.jpg`: cannot decode |" in text
+
+
+def test_names_cannot_break_the_report_tables(tmp_path):
+    folder = _outputs(tmp_path, ["a.jpg,circle,0.9,m,1,202610\n"], ['"x|`y`.jpg",corrupt,bad | worse\n'])
+    text = write_report(folder, month="202610", model="m:1", job_name="j").read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith("| corrupt"))
+    assert row == "| corrupt | 1 | `x\\|'y'.jpg`: bad \\| worse |"
