@@ -58,6 +58,7 @@ def run_job(job_dir: Path) -> int:
             program_arguments=(*spec["program_arguments"], "--input_root", str(input_root)),
             settings=settings,
             known_failures={item: ("unreadable", why) for item, why in known_failures.items()},
+            output_dir=job_dir / OUTPUTS_DIR,
         )
         result = run_parallel_job(job)
     except _Canceled:

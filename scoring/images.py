@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +138,3 @@ class Preprocessor:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         return self.normalize(self.crop(image).unsqueeze(0))[0]
-
-    def batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return self.normalize(torch.stack([self.crop(image) for image in images]))

@@ -21,9 +21,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from batch_scoring.report import REPORT_FILE
+from scoring.merge import ERRORS_FILE, PREDICTIONS_FILE
 from scoring.rows import ERROR_COLUMNS, PREDICTION_COLUMNS
 
-PUBLISHED_FILES = ("predictions.csv", "errors.csv", "report.md")
+PUBLISHED_FILES = (PREDICTIONS_FILE, ERRORS_FILE, REPORT_FILE)
 MANIFEST_FILE = "manifest.json"
 _SHOWN = 3  # examples named in a one-line error
 
@@ -64,9 +66,9 @@ def validate_outputs(folder: Path, input_items: Iterable[str], *, month: str, mo
                      model_version: str) -> MonthOutputs:
     """Raise `ValidationFailed` with one line naming the first broken rule; else return the counts."""
     inputs = set(input_items)
-    predictions = _read_csv(folder / "predictions.csv", PREDICTION_COLUMNS)
-    errors = _read_csv(folder / "errors.csv", ERROR_COLUMNS)
-    for name, rows in (("predictions.csv", predictions), ("errors.csv", errors)):
+    predictions = _read_csv(folder / PREDICTIONS_FILE, PREDICTION_COLUMNS)
+    errors = _read_csv(folder / ERRORS_FILE, ERROR_COLUMNS)
+    for name, rows in ((PREDICTIONS_FILE, predictions), (ERRORS_FILE, errors)):
         images = [row["image"] for row in rows]
         if images != sorted(images):
             raise ValidationFailed(f"{name} is not sorted by image")

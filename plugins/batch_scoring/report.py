@@ -9,6 +9,8 @@ import collections
 import csv
 from pathlib import Path
 
+from scoring.merge import ERRORS_FILE, PREDICTIONS_FILE
+
 REPORT_FILE = "report.md"
 _BINS = 10
 
@@ -28,8 +30,8 @@ def _bar(count: int, largest: int, width: int = 30) -> str:
 
 
 def write_report(folder: Path, *, month: str, model: str, job_name: str) -> Path:
-    predictions = _rows(folder / "predictions.csv")
-    errors = _rows(folder / "errors.csv")
+    predictions = _rows(folder / PREDICTIONS_FILE)
+    errors = _rows(folder / ERRORS_FILE)
     total = len(predictions) + len(errors)
     lines = [
         f"# Scoring report — {month}",

@@ -25,6 +25,7 @@ from batch_scoring.backends.base import (
     ScoringJobSpec,
     attempt_name,
 )
+from scoring.merge import PREDICTIONS_FILE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 SCORING_PACKAGE = PROJECT_ROOT / "scoring"
@@ -212,8 +213,8 @@ class AzureMLBackend:
             raise BackendError(f"job {name!r} is {info.status}, not Completed: it has no outputs to download")
         self.client.jobs.download(name, download_path=str(destination), output_name=RESULTS_OUTPUT)
         folder = destination / "named-outputs" / RESULTS_OUTPUT
-        if not (folder / "predictions.csv").is_file():
-            raise BackendError(f"job {name!r} output {RESULTS_OUTPUT!r} has no predictions.csv (looked in {folder})")
+        if not (folder / PREDICTIONS_FILE).is_file():
+            raise BackendError(f"job {name!r} output {RESULTS_OUTPUT!r} has no {PREDICTIONS_FILE} (looked in {folder})")
         return folder
 
     def _job_error(self, name: str) -> str | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from localml import jobs
+from scoring.merge import ERRORS_FILE, PREDICTIONS_FILE
 from localml.workspace import LocalWorkspace, WorkspaceError, read_json, write_json
 
 from batch_scoring.backends.base import (
@@ -125,7 +126,7 @@ class LocalBackend:
         if info.status != JobStatus.COMPLETED:
             raise BackendError(f"job {name!r} is {info.status}, not Completed: it has no outputs to download")
         destination.mkdir(parents=True, exist_ok=True)
-        for file_name in ("predictions.csv", "errors.csv"):
+        for file_name in (PREDICTIONS_FILE, ERRORS_FILE):
             shutil.copyfile(self.workspace.job_dir(name) / jobs.OUTPUTS_DIR / file_name, destination / file_name)
         return destination
 
