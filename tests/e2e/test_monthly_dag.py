@@ -85,6 +85,20 @@ def test_a_month_is_scored_validated_and_published(stack, uploaded_month, blob_s
     assert f"- images: {len(uploaded_month)}" in report and "## Errors by type" in report
 
 
+def test_the_storage_key_appears_in_no_log_and_no_state_file(stack, uploaded_month):
+    from devstack.azurite import ACCOUNT_KEY
+
+    root, env = stack
+    result = _dags_test(env, {"poll_interval": 1})
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    assert ACCOUNT_KEY not in result.stdout + result.stderr
+    written = [p for p in (root / "state").rglob("*") if p.is_file() and p.suffix in (".json", ".log", ".jsonl")]
+    written += [p for p in (root / "airflow").rglob("*.log") if p.is_file()]
+    assert written
+    for path in written:
+        assert ACCOUNT_KEY not in path.read_text(encoding="utf-8", errors="replace"), path
+
+
 def test_running_the_month_again_reuses_the_completed_job(stack, uploaded_month, blob_service_module):
     root, env = stack
     before = _published(blob_service_module, "predictions.csv")
