@@ -2,7 +2,7 @@
 
 `raise*` raises in run(), `die*` kills the worker, `hang*` never returns,
 `flaky*` kills the worker on its first try only, `bad*` comes back as an error
-row, a name with `slow` takes a second. Every init() and run() call is logged under --state.
+row, a name with `slow` takes FAULT_ENTRY_SLOW_S seconds (default 1). Every init() and run() call is logged under --state.
 """
 
 import argparse
@@ -42,7 +42,7 @@ def run(mini_batch):
         if name.startswith("hang"):
             time.sleep(600)
         if "slow" in name:
-            time.sleep(1)
+            time.sleep(float(os.environ.get("FAULT_ENTRY_SLOW_S", "1")))
         if name.startswith("flaky"):
             marker = Path(_args.state) / f"tried-{name}"
             if not marker.exists():

@@ -104,7 +104,8 @@ def test_init_failure_fails_the_job_with_its_reason(tmp_path):
         run_parallel_job(_job(tmp_path, ["a.jpg"], fail_init=True))
 
 
-def test_dispatch_is_dynamic_a_slow_worker_holds_no_one(tmp_path):
+def test_dispatch_is_dynamic_a_slow_worker_holds_no_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAULT_ENTRY_SLOW_S", "4")  # ample time for the other worker to start, even on a busy CI
     names = ["00-slow.jpg"] + [f"{i:02d}.jpg" for i in range(1, 9)]  # sorted first: the first mini-batch
     job = _job(tmp_path, names, mini_batch_size=1, max_concurrency_per_instance=2)
     run_parallel_job(job)
