@@ -41,6 +41,12 @@ def attempt_name(base_name: str, attempt: int) -> str:
     return base_name if attempt == 0 else f"{base_name}-r{attempt}"
 
 
+def split_attempt(name: str) -> tuple[str, int]:
+    """(base name, attempt) of a job name made by `attempt_name`."""
+    match = re.fullmatch(r"(.+)-r(\d+)", name)
+    return (match.group(1), int(match.group(2))) if match else (name, 0)
+
+
 def attempt_number(name: str, base_name: str) -> int | None:
     """The attempt `name` is of `base_name`, or None if it is another job's name."""
     if name == base_name:

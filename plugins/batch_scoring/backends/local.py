@@ -25,7 +25,9 @@ from batch_scoring.backends.base import (
     JobInfo,
     JobStatus,
     ScoringJobSpec,
+    attempt_name,
     attempt_number,
+    split_attempt,
 )
 
 _DATASTORE_PATH = re.compile(r"^azureml://datastores/(?P<datastore>[^/]+)/paths/(?P<prefix>.+)$")
@@ -100,13 +102,23 @@ class LocalBackend:
             "tags": dict(spec.tags),
         }
         try:
-            status = jobs.submit(self.workspace, spec.name, job_spec,
+            status = jobs.submit(self.workspace, spec.name, job_spec, resume_from=self._earlier_attempt(spec.name),
                                  env={jobs.STORAGE_ENV: self._storage_connection_string})
         except jobs.JobExists as error:
             raise JobAlreadyExists(str(error)) from None
         except WorkspaceError as error:
             raise BackendError(str(error)) from None
         return self._info(spec.name, status)
+
+    def _earlier_attempt(self, name: str) -> str | None:
+        """The latest earlier attempt of this job that did not complete: its finished mini-batches carry over."""
+        base, attempt = split_attempt(name)
+        for earlier in range(attempt - 1, -1, -1):
+            candidate = attempt_name(base, earlier)
+            status = read_json(self.workspace.job_dir(candidate) / jobs.STATUS_FILE)
+            if status is not None and status["status"] in (JobStatus.FAILED, JobStatus.CANCELED):
+                return candidate
+        return None
 
     def get_job(self, name: str) -> JobInfo:
         try:

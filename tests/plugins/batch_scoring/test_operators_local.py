@@ -44,9 +44,9 @@ def backend(tmp_path, azurite, blob_service, model_dir):
         backend.cancel_job(name)
 
 
-def _submit(backend):
+def _submit(backend, month=MONTH, base=BASE):
     return with_backend(AzureMLSubmitScoringJobOperator(
-        task_id="submit", job_name=BASE, month=MONTH, data_asset_name="monthly-images", data_asset_version=MONTH,
+        task_id="submit", job_name=base, month=month, data_asset_name="monthly-images", data_asset_version=month,
         model_name="shapes-classifier", model_version="1", compute_name="local-pool",
         job_settings={"mini_batch_size": 2, "max_concurrency_per_instance": 1},
     ), backend).execute(context())
@@ -82,6 +82,34 @@ def test_a_killed_job_fails_the_wait_and_the_retry_resubmits(backend):
         _wait(backend, BASE).execute(context())
     assert _submit(backend) == f"{BASE}-r1"
     assert _wait(backend, f"{BASE}-r1").execute(context())["status"] == "success"
+    assert backend.get_job(f"{BASE}-r1").details["counts"] == {"inputs": 6, "scored": 6, "errors": 0}
+
+
+def test_the_resubmitted_attempt_keeps_what_the_killed_one_finished(backend, blob_service):
+    month, base = "202608", "local-test-202608"
+    container = blob_service.get_container_client("locimages")
+    for index in range(300):  # long enough a job to be killed half way
+        container.upload_blob(f"{month}/img{index:03d}.png", image_bytes("PNG", size=(300, 300)), overwrite=True)
+    with_backend(AzureMLRegisterDataAssetOperator(
+        task_id="register", name="monthly-images", version=month,
+        path=f"azureml://datastores/locimages/paths/{month}/"), backend).execute(context())
+    _submit(backend, month, base)
+    rows = backend.workspace.job_dir(base) / "rows"
+    deadline = time.monotonic() + 120
+    while not (rows.is_dir() and list(rows.glob("*.jsonl"))):
+        assert time.monotonic() < deadline, "no mini-batch finished in time"
+        time.sleep(0.02)
+    _kill(backend, base)
+    while backend.get_job(base).status != "Failed":
+        assert time.monotonic() < deadline, f"the killed job is {backend.get_job(base).status}, not Failed"
+        time.sleep(0.05)
+    finished = len(list(rows.glob("*.jsonl")))
+    assert 0 < finished < 150
+    assert _submit(backend, month, base) == f"{base}-r1"
+    _wait(backend, f"{base}-r1").execute(context())
+    log = (backend.workspace.job_dir(f"{base}-r1") / jobs.LOG_FILE).read_text()
+    assert f"{finished} already done" in log
+    assert backend.get_job(f"{base}-r1").details["counts"] == {"inputs": 300, "scored": 300, "errors": 0}
 
 
 def test_on_kill_leaves_no_job_running(backend):
