@@ -26,6 +26,10 @@ log = logging.getLogger("airflow-ui")
 PIDFILE = STATE / "airflow-standalone.pid"
 
 
+def _stop_like_ctrl_c(_signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
 def wait_until_up(url: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -66,7 +70,7 @@ def main() -> int:
         print(f"\nAirflow UI: {url}  (user admin, password in {passwords})")
         print("Trigger 'monthly_batch_scoring' with a month, or backfill a range from the DAG page. Ctrl-C stops.\n")
         if not args.check:
-            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+            signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
             try:
                 while True:
                     time.sleep(3600)
