@@ -89,6 +89,8 @@ def download_prefix(container: ContainerClient, prefix: str, destination: Path, 
                 for future in futures:
                     future.result()
                 futures.clear()
+            if count % 5000 == 0:
+                log.info("fetched %d blobs of %s/%s so far", count, container.container_name, prefix)
         for future in futures:
             future.result()
     log.info("downloaded %d blobs under %s/%s to %s", count, container.container_name, prefix, destination)
