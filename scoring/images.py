@@ -133,8 +133,8 @@ class Preprocessor:
         return self._crop(image)
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, 3, H, W) to the model's normalised float32 input."""
-        return (batch.float() - self._mean) / self._std
+        """uint8 (N, 3, H, W) to the model's normalised float32 input, on the batch's device."""
+        return (batch.float() - self._mean.to(batch.device)) / self._std.to(batch.device)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         return self.normalize(self.crop(image).unsqueeze(0))[0]
