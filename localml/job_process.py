@@ -15,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from scoring.blob_inputs import download_prefix
 from localml.jobs import OUTPUTS_DIR, SPEC_FILE, STATUS_FILE, STORAGE_ENV, JobStatus
 from localml.workspace import read_json, write_json
+from scoring.blob_inputs import download_prefix
 from scoring.job_settings import JobSettings
 from scoring.parallel_runner import ParallelJob, ParallelJobFailed, run_parallel_job
 

@@ -51,8 +51,8 @@ def attempt_number(name: str, base_name: str) -> int | None:
     """The attempt `name` is of `base_name`, or None if it is another job's name."""
     if name == base_name:
         return 0
-    match = re.fullmatch(re.escape(base_name) + r"-r(\d+)", name)
-    return int(match.group(1)) if match else None
+    base, attempt = split_attempt(name)
+    return attempt if base == base_name else None
 
 
 class BackendError(RuntimeError):

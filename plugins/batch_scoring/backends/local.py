@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from localml import jobs
-from scoring.merge import ERRORS_FILE, PREDICTIONS_FILE
 from localml.workspace import LocalWorkspace, WorkspaceError, read_json, write_json
+from scoring.merge import ERRORS_FILE, PREDICTIONS_FILE
 
 from batch_scoring.backends.base import (
     BackendError,
@@ -115,8 +115,11 @@ class LocalBackend:
         base, attempt = split_attempt(name)
         for earlier in range(attempt - 1, -1, -1):
             candidate = attempt_name(base, earlier)
-            status = read_json(self.workspace.job_dir(candidate) / jobs.STATUS_FILE)
-            if status is not None and status["status"] in (JobStatus.FAILED, JobStatus.CANCELED):
+            try:
+                status = jobs.get(self.workspace, candidate)["status"]  # notices a killed process too
+            except WorkspaceError:
+                continue
+            if status in (JobStatus.FAILED, JobStatus.CANCELED):
                 return candidate
         return None
 

@@ -28,7 +28,7 @@ from batch_scoring.backends.base import (
 )
 from batch_scoring.hooks.azure_ml import AzureMLHook
 from batch_scoring.month import validate_month
-from batch_scoring.triggers.azure_ml import AzureMLJobTrigger, job_event
+from batch_scoring.triggers.azure_ml import AzureMLJobTrigger, job_event, still_running
 from scoring.job_settings import JobSettings
 
 if TYPE_CHECKING:
@@ -242,8 +242,7 @@ class AzureMLWaitForJobOperator(_AzureMLOperator):
                 raise AzureMLJobFailed(
                     f"job {self.job_name} still {info.status} after {self.timeout:.0f}s; it was cancelled. {info.url}"
                 )
-            self.log.info("job %s is %s%s; next check in %ss", self.job_name, info.status,
-                          f" ({info.details['progress']})" if info.details.get("progress") else "", self.poll_interval)
+            self.log.info("%s; next check in %ss", still_running(info), self.poll_interval)
             time.sleep(self.poll_interval)
             info = self.hook.backend.get_job(self.job_name)
         return self._finish(job_event(info))

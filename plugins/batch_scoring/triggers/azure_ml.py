@@ -58,14 +58,18 @@ class AzureMLJobTrigger(BaseTrigger):
                     "message": f"job {self.job_name} still {info.status} at the wait's deadline; it was cancelled",
                 })
                 return
-            progress = info.details.get("progress")
-            self.log.info("job %s is %s%s; next check in %ss", self.job_name, info.status,
-                          f" ({progress})" if progress else "", self.poll_interval)
+            self.log.info("%s; next check in %ss", still_running(info), self.poll_interval)
             await asyncio.sleep(min(self.poll_interval, max(0.0, self.end_time - time.time())) or 0.01)
 
     async def on_kill(self) -> None:
         """The task was killed while deferred: leave no job running."""
         await asyncio.to_thread(self._hook().backend.cancel_job, self.job_name)
+
+
+def still_running(info) -> str:
+    """The wait's log line for a live job, with the job's own progress where the backend has it."""
+    progress = info.details.get("progress")
+    return f"job {info.name} is {info.status}" + (f" ({progress})" if progress else "")
 
 
 def job_event(info) -> dict[str, Any]:
