@@ -3,10 +3,13 @@
 Prints one JSON object as the last line (also saved to bench/results.json):
 naive_img_s (PIL open, per-image tensor, batch of 1, fp32: the loop users run today),
 pipeline_img_s (this engine end to end, files -> CSV, best settings for the device),
+dag_job_img_s (the same images as a month in Azurite, scored by the local backend
+through the job the submit operator builds with the DAG's default form values),
+cli_defaults_img_s (the CLI with no tuning flag: the same defaults, a local folder),
 decode_img_s and forward_img_s (each alone, all cores), ceiling_img_s (CPU:
 1/(1/decode + 1/forward), the two share the cores; GPU: min of the two, they overlap),
-peak RSS of whole job process trees for the small and the large set, and the top-1
-agreement of the chosen precision with fp32 on the demo sample month.
+peak RSS of whole job process trees for the small and the large set, the profile
+`auto` chose and its top-1 agreement with fp32 on the demo sample month.
 """
 
 from __future__ import annotations
@@ -36,31 +39,48 @@ def _size(count: int) -> str:
     return f"{count // 1000}k" if count % 1000 == 0 else str(count)
 
 
-def bench_model(state: Path, architecture: str) -> Path:
-    """The architecture with random weights (they do not change speed), as a model folder."""
+def bench_model(state: Path, architecture: str, device: str, weights_from: Path | None = None) -> Path:
+    """The benchmark's model folder, with its precision check recorded on the demo month.
+
+    ResNet-18 is the demo classifier's trained weights (or `weights_from`'s) at ImageNet's 224 px
+    preprocessing: the speed of ResNet-18 and a real answer to the precision check. Other architectures
+    have random weights (speed does not depend on them; their check then says how random logits behave).
+    """
     import torch
 
-    from scoring.model import METADATA_FILE, ModelMetadata, Preprocessing, build_model, save_model_folder
+    from devstack.demo import MODEL_NAME, MODEL_VERSION, STATE as DEMO_STATE
+    from devstack.train_model import ensure_registered, record_demo_month_agreement
+    from scoring.model import METADATA_FILE, ModelMetadata, Preprocessing, build_model, read_metadata, save_model_folder
 
-    folder = state / f"model-{architecture}"
+    folder = state / f"model-{architecture}-{device}"
     if not (folder / METADATA_FILE).is_file():
-        torch.manual_seed(0)
+        if architecture == "resnet18":
+            demo = weights_from or ensure_registered(DEMO_STATE / "localml" / "models", MODEL_NAME, MODEL_VERSION)
+            labels = read_metadata(demo).labels
+            model = build_model(architecture, len(labels))
+            model.load_state_dict(torch.load(demo / "weights.pt", map_location="cpu", weights_only=True))
+        else:
+            torch.manual_seed(0)
+            labels = tuple(f"class_{i}" for i in range(1000))
+            model = build_model(architecture, len(labels))
         metadata = ModelMetadata(name=f"bench-{architecture}", version="1", architecture=architecture,
-                                 labels=tuple(f"class_{i}" for i in range(1000)),
-                                 preprocessing=Preprocessing(**IMAGENET))
-        save_model_folder(folder, build_model(architecture, 1000), metadata)
+                                 labels=labels, preprocessing=Preprocessing(**IMAGENET))
+        staging = folder.with_name(folder.name + ".partial")
+        save_model_folder(staging, model, metadata)
+        record_demo_month_agreement(staging, device=device)
+        staging.rename(folder)
     return folder
 
 
 def best_settings(device: str, precision: str) -> dict:
-    """What the engine runs with on this device (chosen from bench runs, see README)."""
+    """The engine's best hand-picked flags on this device (chosen from bench runs, see README)."""
     cpus = os.cpu_count() or 1
     if device == "cuda":
-        return {"workers": 1, "decode_threads": cpus, "batch_size": 128, "mini_batch_size": 512,
-                "precision": precision, "channels_last": True}
+        return {"device": "cuda", "max_concurrency_per_instance": 1, "decode_threads": cpus, "batch_size": 128,
+                "mini_batch_size": 512, "precision": precision, "channels_last": "on"}
     # CPU: one worker per core, decoding inline; each worker is one thread of decode then forward.
-    return {"workers": cpus, "decode_threads": 0, "batch_size": 32, "mini_batch_size": 32,
-            "precision": precision, "channels_last": True}
+    return {"device": "cpu", "max_concurrency_per_instance": cpus, "decode_threads": 0, "batch_size": 32,
+            "mini_batch_size": 32, "precision": precision, "channels_last": "on"}
 
 
 def naive_img_s(files: list[Path], model_dir: Path, device: str) -> float:
@@ -171,16 +191,13 @@ def _tree_rss(process: psutil.Process) -> int:
     return total
 
 
-def run_pipeline(input_dir: Path, model_dir: Path, settings: dict, device: str) -> tuple[float, float, dict]:
+def run_pipeline(input_dir: Path, model_dir: Path, settings: dict) -> tuple[float, float, dict]:
     """The CLI end to end on `input_dir`; returns (img/s, peak RSS MB of the whole process tree, counts)."""
     with tempfile.TemporaryDirectory(prefix="bench-out-") as out:
         command = [sys.executable, "-m", "scoring", "score", "--input", str(input_dir), "--model", str(model_dir),
-                   "--out", out, "--month", "209901", "--logging_level", "WARNING", "--device", device,
-                   "--workers", str(settings["workers"]), "--decode_threads", str(settings["decode_threads"]),
-                   "--batch_size", str(settings["batch_size"]), "--mini_batch_size", str(settings["mini_batch_size"]),
-                   "--precision", settings["precision"]]
-        if settings["channels_last"]:
-            command.append("--channels_last")
+                   "--out", out, "--month", "209901", "--logging_level", "WARNING"]
+        for name, value in settings.items():  # none: the defaults, as a job gets them from an untouched form
+            command += [f"--{name}", str(value)]
         peak = 0
         started = time.perf_counter()
         process = psutil.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -201,31 +218,6 @@ def run_pipeline(input_dir: Path, model_dir: Path, settings: dict, device: str) 
     return images / elapsed, peak / 2**20, {"images": images, "scored": scored, "seconds": round(elapsed, 2)}
 
 
-def top1_agreement(precision: str, device: str, model_dir: Path | None, month_dir: Path | None) -> float:
-    """Top-1 agreement of `precision` with fp32 on the demo sample month, scored with the demo model."""
-    from devstack.demo import MODEL_NAME, MODEL_VERSION, STATE as DEMO_STATE
-    from devstack.sample_month import write_month
-    from devstack.train_model import ensure_registered
-    from scoring.mini_batch import MiniBatchScorer
-    from scoring.rows import is_error, parse_row
-
-    if model_dir is None:
-        model_dir = ensure_registered(DEMO_STATE / "localml" / "models", MODEL_NAME, MODEL_VERSION)
-    if month_dir is None:
-        month_dir = DEMO_STATE / "sample" / "202610"
-        if not month_dir.is_dir():
-            write_month(month_dir.parent, month_dir.name)
-    files = sorted(str(p) for p in month_dir.rglob("*") if p.is_file())
-    labels = {}
-    for mode, channels_last in (("fp32", False), (precision, True)):
-        scorer = MiniBatchScorer(model_dir=model_dir, month="209901", input_root=str(month_dir), device=device,
-                                 precision=mode, channels_last=channels_last)
-        rows = [parse_row(row) for row in scorer.score(files)]
-        labels[mode] = {row["image"]: row["label"] for row in rows if not is_error(row)}
-    reference = labels["fp32"]
-    return sum(labels[precision].get(image) == label for image, label in reference.items()) / len(reference)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000,
@@ -236,41 +228,57 @@ def main() -> int:
     parser.add_argument("--naive-images", type=int, default=200, help="images timed for the naive loop")
     parser.add_argument("--model", default="resnet18", help="torchvision architecture (resnet50 on a GPU)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    parser.add_argument("--agreement-model", type=Path, default=None, help="model folder (default: the demo model)")
-    parser.add_argument("--agreement-month", type=Path, default=None, help="month folder (default: the demo month)")
+    parser.add_argument("--weights-from", type=Path, default=None,
+                        help="a ResNet-18 model folder whose weights the bench model takes (default: the demo model)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     import torch
+
+    from scoring.job_settings import JobSettings
+    from scoring.model import read_metadata
+    from scoring.profile import probe, resolve
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     state = args.state
     files = ensure_images(state / "images", args.images)
     large = linked_copies(files, state / f"images-x{args.large}", args.large)
     small = linked_copies(files, state / f"images-x{args.images}", args.images)  # the same files, as a set
-    model_dir = bench_model(state, args.model)
+    model_dir = bench_model(state, args.model, device, args.weights_from)
 
-    precision = "bf16"
-    agreement = top1_agreement(precision, device, args.agreement_model, args.agreement_month)
-    if agreement < 0.995:
-        precision, agreement = "fp32", 1.0
+    # What `auto` picks here for a job with the DAG's defaults; the hand-picked pipeline uses the same precision.
+    agreement = read_metadata(model_dir).precision_agreement
+    profile = resolve(JobSettings(), probe(), agreement)
+    precision = profile.precision
     settings = best_settings(device, precision)
-    print(f"device {device}, model {args.model}, precision {precision} (agreement {agreement:.4f}), {settings}",
+    print(f"device {device}, model {args.model}, auto profile: {profile.describe()}; pipeline flags {settings}",
           flush=True)
 
     naive = naive_img_s(files[: args.naive_images], model_dir, device)
     print(f"naive: {naive:.1f} img/s", flush=True)
     decode = decode_img_s(files, model_dir)
-    print(f"decode: {decode:.1f} img/s", flush=True)
+    print(f"decode: {decode:.1f} img/s ({1000 * (os.cpu_count() or 1) / decode:.2f} ms of one core per image)",
+          flush=True)
     forward = forward_img_s(model_dir, device, precision, settings["batch_size"], args.images)
     print(f"forward: {forward:.1f} img/s", flush=True)
     ceiling = min(decode, forward) if device == "cuda" else 1.0 / (1.0 / decode + 1.0 / forward)
-    pipeline, _rss, counts = run_pipeline(small, model_dir, settings, device)
+    pipeline, _rss, counts = run_pipeline(small, model_dir, settings)
     print(f"pipeline {args.images}: {pipeline:.1f} img/s {counts}", flush=True)
+    cli_defaults, _rss, cli_counts = run_pipeline(small, model_dir, {})
+    print(f"CLI with the job defaults {args.images}: {cli_defaults:.1f} img/s {cli_counts}", flush=True)
+    from bench.dag_job import dag_job_img_s, unavailable
+
+    why_not = unavailable()
+    if why_not is None:
+        dag_job, dag_counts = dag_job_img_s(sorted(small.iterdir()), model_dir, state)
+        print(f"DAG job {args.images}: {dag_job:.1f} img/s {dag_counts}", flush=True)
+    else:
+        dag_job, dag_counts = None, {"skipped": why_not}
+        print(f"DAG job not measured on this host: {why_not}", flush=True)
     rss_set = linked_copies(files, state / f"images-x{args.rss_images}", args.rss_images)
-    pipeline_1k, rss_1k, counts_1k = run_pipeline(rss_set, model_dir, settings, device)
+    pipeline_1k, rss_1k, counts_1k = run_pipeline(rss_set, model_dir, settings)
     print(f"pipeline {args.rss_images}: {pipeline_1k:.1f} img/s, peak RSS {rss_1k:.0f} MB {counts_1k}", flush=True)
-    pipeline_large, rss_large, large_counts = run_pipeline(large, model_dir, settings, device)
+    pipeline_large, rss_large, large_counts = run_pipeline(large, model_dir, settings)
     print(f"pipeline {args.large}: {pipeline_large:.1f} img/s, peak RSS {rss_large:.0f} MB {large_counts}", flush=True)
 
     device_name = torch.cuda.get_device_name() if device == "cuda" else f"{os.cpu_count()}-core CPU"
@@ -282,6 +290,11 @@ def main() -> int:
         "ceiling_img_s": round(ceiling, 1),
         "pipeline_over_ceiling": round(pipeline / ceiling, 3),
         "pipeline_over_naive": round(pipeline / naive, 2),
+        "dag_job_img_s": round(dag_job, 1) if dag_job else None,
+        "dag_job_over_pipeline": round(dag_job / pipeline, 3) if dag_job else None,
+        "dag_job": dag_counts,
+        "cli_defaults_img_s": round(cli_defaults, 1),
+        "decode_ms_per_image_one_core": round(1000 * (os.cpu_count() or 1) / decode, 2),
         f"pipeline_img_s_{_size(args.rss_images)}": round(pipeline_1k, 1),
         f"pipeline_img_s_{_size(args.large)}": round(pipeline_large, 1),
         f"peak_rss_mb_{_size(args.rss_images)}": round(rss_1k),
@@ -289,11 +302,15 @@ def main() -> int:
         "rss_growth": round(rss_large / rss_1k, 3),
         "device": device_name,
         "model": args.model,
+        "profile": {"auto": profile.describe(), "device": profile.device, "precision": profile.precision,
+                    "channels_last": profile.channels_last, "batch_size": profile.batch_size,
+                    "decode_threads": profile.decode_threads,
+                    "top1_agreement_vs_fp32": agreement.get(profile.precision, 1.0)},
         "precision": precision,
         "settings": settings,
         "images": args.images,
         "large_images": args.large,
-        "top1_agreement_vs_fp32": round(agreement, 4),
+        "top1_agreement_vs_fp32": agreement,
         "command": "make bench",
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -13,8 +13,10 @@ Backfill a range of months with `airflow backfill create --dag-id
 monthly_batch_scoring --from-date 2026-01-01 --to-date 2026-03-31`.
 
 **Steps:** plan the run (validates month and settings, no I/O) → check the month
-folder → register the data asset (version = month) → ensure the compute →
-submit the scoring job (reattaches on retry) → wait → validate and publish.
+folder (fails at once when it is empty) → register the data asset (version = month)
+→ ensure the compute → submit the scoring job (reattaches to a live attempt, reuses a
+completed one over the same blobs) → wait (a retry after a failed job submits the
+next attempt) → validate and publish.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import datetime as dt
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 
 from batch_scoring.month import MONTH_PATTERN
+from scoring.job_settings import param_schemas
 from batch_scoring.operators.azure_ml import (
     AzureMLEnsureComputeOperator,
     AzureMLRegisterDataAssetOperator,
@@ -37,25 +40,8 @@ AZURE_ML_CONN_ID = "azure_ml_default"
 DATA_ASSET_NAME = "monthly-images"
 MONTHLY_PREDICTIONS = Asset(name="monthly_predictions", uri="wasb://predictions/")
 
-JOB_PARAMS = {
-    "mini_batch_size": Param(32, type="integer", minimum=1, title="mini_batch_size",
-                             description="Files per mini-batch (one run() call).", section="Job settings"),
-    "error_threshold": Param(50, type="integer", minimum=-1, title="error_threshold",
-                             description="Failed images tolerated over the job; -1: no limit.",
-                             section="Job settings"),
-    "mini_batch_error_threshold": Param(5, type="integer", minimum=-1, title="mini_batch_error_threshold",
-                                        description="Failed mini-batches tolerated; -1: no limit.",
-                                        section="Job settings"),
-    "max_retries": Param(2, type="integer", minimum=0, title="max_retries",
-                         description="Retries of a mini-batch that failed, timed out or lost its worker.",
-                         section="Job settings"),
-    "timeout": Param(300, type="integer", minimum=1, title="timeout (s)",
-                     description="Seconds one mini-batch may take.", section="Job settings"),
-    "instance_count": Param(1, type="integer", minimum=1, title="instance_count",
-                            description="Nodes of the compute cluster.", section="Job settings"),
-    "max_concurrency_per_instance": Param(2, type="integer", minimum=1, title="max_concurrency_per_instance",
-                                          description="Worker processes per node.", section="Job settings"),
-}
+# The job settings and the scoring profile: one definition (scoring.job_settings), one set of defaults.
+JOB_PARAMS = {name: Param(default, **schema) for name, (default, schema) in param_schemas().items()}
 
 
 @dag(
@@ -96,7 +82,7 @@ def monthly_batch_scoring():
 
         try:
             month = resolve_month(params.get("month"), data_interval_start, dag_run.run_after)
-            settings = JobSettings(**{name: params[name] for name in JOB_PARAMS})
+            settings = JobSettings.from_dict({name: params[name] for name in JOB_PARAMS})
         except (InvalidMonth, JobSettingsError) as error:
             raise AirflowFailException(str(error)) from None
         plan = {
@@ -110,22 +96,25 @@ def monthly_batch_scoring():
 
     @task
     def check_month_folder(month: str, params: dict) -> dict:
-        """The month folder must exist and hold at least one blob."""
+        """The month folder must hold at least one blob; its fingerprint tells a rerun whether it changed."""
         from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
+        from airflow.sdk.exceptions import AirflowFailException
 
-        from batch_scoring.publish import list_month_items
+        from batch_scoring.publish import month_fingerprint
 
         container = params["images_container"]
         client = WasbHook(wasb_conn_id=WASB_CONN_ID).get_conn().get_container_client(container)
-        items = list_month_items(client, month)
-        if not items:
-            raise FileNotFoundError(f"no blobs under {container}/{month}/ on {WASB_CONN_ID}: upload the month first")
-        print(f"{container}/{month}/ holds {len(items)} items")
-        return {"items": len(items)}
+        count, fingerprint = month_fingerprint(client, month)
+        if not count:
+            # Retrying cannot make data appear: fail now, in one line, and let the run be cleared once it is there.
+            raise AirflowFailException(f"no blobs under {container}/{month}/ ({WASB_CONN_ID}): upload the month's "
+                                       "images there, then clear this task")
+        print(f"{container}/{month}/ holds {count} items (fingerprint {fingerprint[:12]})")
+        return {"items": count, "fingerprint": fingerprint}
 
     @task(outlets=[MONTHLY_PREDICTIONS])
     def validate_and_publish(month: str, job_name: str, params: dict, run_id=None, outlet_events=None) -> dict:
-        """Check the outputs against the inputs (DESIGN.md contract), then publish with a manifest."""
+        """Check the outputs against the inputs (docs/contracts.md: the accounting rule), then publish with a manifest."""
         import tempfile
         from pathlib import Path
 
@@ -167,12 +156,14 @@ def monthly_batch_scoring():
         data_asset_name=DATA_ASSET_NAME, data_asset_version=plan["month"],
         model_name="{{ params.model_name }}", model_version="{{ params.model_version }}",
         compute_name="{{ params.compute_name }}", job_settings=plan["job_settings"],
+        inputs_fingerprint=folder["fingerprint"],
     )
     wait = AzureMLWaitForJobOperator(
         task_id="wait_for_scoring_job", azure_ml_conn_id=AZURE_ML_CONN_ID,
-        job_name=submit.output, poll_interval="{{ params.poll_interval }}",
+        job_name=submit.output, job_spec=submit.output["job_spec"], poll_interval="{{ params.poll_interval }}",
     )
-    publish = validate_and_publish(plan["month"], submit.output)
+    # The job the wait ended on: a retry of the wait may have submitted the next attempt.
+    publish = validate_and_publish(plan["month"], wait.output["job_name"])
     plan >> folder >> register >> compute >> submit >> wait >> publish
 
 

@@ -1,7 +1,7 @@
 """Train the demo classifier on generated shapes and register it in the local model registry.
 
 A torchvision ResNet-18 at 64 px learns the four shapes in well under two
-minutes on two CPU cores. The result is a model folder (DESIGN.md): a plain
+minutes on two CPU cores. The result is a model folder (docs/contracts.md): a plain
 state dict plus metadata, at `<registry>/<name>/<version>/`.
 """
 
@@ -10,14 +10,17 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from devstack.sample_month import LABELS, draw_image
+from devstack.sample_month import LABELS, draw_image, write_month
 from scoring.images import Preprocessor
 from scoring.model import METADATA_FILE, ModelMetadata, Preprocessing, build_model, save_model_folder
+from scoring.precision_check import record_agreement
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +80,23 @@ def ensure_registered(registry: Path, name: str, version: str, **train_options) 
     model = train(**train_options)
     metadata = ModelMetadata(name=name, version=version, architecture=ARCHITECTURE, labels=LABELS,
                              preprocessing=PREPROCESSING)
-    save_model_folder(folder, model, metadata)
+    staging = folder.with_name(f".{version}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_model_folder(staging, model, metadata)
+    record_demo_month_agreement(staging)
+    staging.rename(folder)  # registered whole, agreement record included, or not at all
     log.info("registered model %s version %s at %s", name, version, folder)
     return folder
+
+
+def record_demo_month_agreement(model_dir: Path, month: str = "202610", device: str = "cpu") -> dict[str, float]:
+    """The precision check every model version gets before registration, here on the demo month."""
+    with tempfile.TemporaryDirectory(prefix="precision-check-") as scratch:
+        write_month(Path(scratch), month)
+        files = sorted(str(path) for path in (Path(scratch) / month).rglob("*") if path.is_file())
+        record = record_agreement(model_dir, files, device=device)
+    log.info("top-1 agreement with fp32 on the demo month: %s", record)
+    return record
 
 
 def main() -> None:

@@ -1,27 +1,31 @@
-"""The process of one local job: fetch the month, run the parallel job, record every state change.
+"""The process of one local job: stream the month in, run the parallel job, record every state change.
 
 `python -m localml.job_process <job folder>`. It writes Running, then
 Completed or Failed (with a one-line error) or Canceled (on SIGTERM) into
-`status.json`. The blob store's connection string comes from the environment
-(LOCALML_STORAGE_CONNECTION_STRING), never from the spec on disk.
+`status.json`, and its progress into `progress.json`. The month's files and the
+finished rows live in the month's folder of the workspace, shared by every
+attempt: a resubmitted attempt downloads only what changed and scores only what
+has no valid row yet. The blob store's connection string comes from the
+environment (LOCALML_STORAGE_CONNECTION_STRING), never from the spec on disk.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 
-from localml.jobs import OUTPUTS_DIR, SPEC_FILE, STATUS_FILE, STORAGE_ENV, JobStatus
+from localml.jobs import OUTPUTS_DIR, PROGRESS_FILE, SPEC_FILE, STATUS_FILE, STORAGE_ENV, JobStatus
 from localml.workspace import read_json, write_json
-from scoring.blob_inputs import download_prefix
 from scoring.job_settings import JobSettings
-from scoring.parallel_runner import ParallelJob, ParallelJobFailed, run_parallel_job
 
 log = logging.getLogger("localml.job")
+INPUTS_DIR = "inputs"
+ROWS_DIR = "rows"
 
 
 class _Canceled(BaseException):
@@ -44,12 +48,26 @@ def run_job(job_dir: Path) -> int:
     settings = JobSettings.from_dict(spec["settings"])
     logging.basicConfig(level=settings.logging_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stdout, force=True)
+    # azure-core logs every HTTP request and response at INFO: thousands of lines a month, nothing to act on.
+    logging.getLogger("azure").setLevel(logging.WARNING)
     signal.signal(signal.SIGTERM, _on_sigterm)
     _set_status(job_dir, JobStatus.RUNNING)
-    log.info("job %s: month %s, settings %s", spec["name"], spec["month"], settings.to_dict())
+    log.info("job %s: month %s, model %s:%s, settings %s", spec["name"], spec["month"], spec["model"]["name"],
+             spec["model"]["version"], settings.to_dict())
+
+    def publish(snapshot: dict) -> None:
+        write_json(job_dir / PROGRESS_FILE, snapshot)
+
+    month_dir = Path(spec["month_dir"])
     try:
-        input_root = job_dir / "inputs" / spec["month"]
-        known_failures = _fetch_inputs(spec["input"], input_root)
+        from scoring.blob_inputs import StorageUnavailable, fetch_prefix
+        from scoring.parallel_runner import ParallelJob, ParallelJobFailed, run_parallel_job
+        from scoring.reuse import scoring_key
+
+        publish({"phase": "downloading"})
+        input_root = month_dir / INPUTS_DIR
+        items = fetch_prefix(_container(spec["input"]["container"]), spec["input"]["prefix"], input_root,
+                             outage_s=settings.storage_timeout)
         job = ParallelJob(
             entry_script=Path(spec["code_root"]) / spec["entry_script"],
             code_root=Path(spec["code_root"]),
@@ -57,15 +75,18 @@ def run_job(job_dir: Path) -> int:
             work_dir=job_dir,
             program_arguments=(*spec["program_arguments"], "--input_root", str(input_root)),
             settings=settings,
-            known_failures={item: ("unreadable", why) for item, why in known_failures.items()},
             output_dir=job_dir / OUTPUTS_DIR,
+            rows_dir=month_dir / ROWS_DIR,
+            scoring_key=scoring_key(Path(spec["model_dir"]), spec["month"], settings),
+            on_progress=publish,
         )
-        result = run_parallel_job(job)
+        result = run_parallel_job(job, items)
     except _Canceled:
         log.warning("job %s canceled", spec["name"])
         _set_status(job_dir, JobStatus.CANCELED, finished_at=time.time())
-        return 143
-    except ParallelJobFailed as error:
+        logging.shutdown()
+        os._exit(143)  # now: download threads and workers go with the process, not after their current file
+    except (ParallelJobFailed, StorageUnavailable) as error:
         log.error("job %s failed: %s", spec["name"], error)
         _set_status(job_dir, JobStatus.FAILED, error=str(error), finished_at=time.time())
         return 1
@@ -74,21 +95,23 @@ def run_job(job_dir: Path) -> int:
         message = " ".join(f"{type(error).__name__}: {error}".split())
         _set_status(job_dir, JobStatus.FAILED, error=message, finished_at=time.time())
         return 1
+    # The month's copy has served; its finished rows stay for a later rescoring of changed files.
+    shutil.rmtree(month_dir / INPUTS_DIR, ignore_errors=True)
     _set_status(job_dir, JobStatus.COMPLETED, finished_at=time.time(), outputs=OUTPUTS_DIR,
                 counts={"inputs": result.inputs, "scored": result.scored, "errors": result.errors})
     return 0
 
 
-def _fetch_inputs(source: dict, destination: Path) -> dict[str, str]:
-    from azure.storage.blob import ContainerClient
+def _container(name: str):
+    from scoring.blob_inputs import container_client
 
     connection_string = os.environ.get(STORAGE_ENV)
     if not connection_string:
         raise RuntimeError(f"{STORAGE_ENV} is not set: the job cannot reach the blob store")
-    container = ContainerClient.from_connection_string(connection_string, source["container"])
-    _count, unsafe = download_prefix(container, source["prefix"], destination)
-    return unsafe
+    return container_client(connection_string, name)
 
 
 if __name__ == "__main__":
-    sys.exit(run_job(Path(sys.argv[1])))
+    code = run_job(Path(sys.argv[1]))
+    logging.shutdown()
+    os._exit(code)  # fetch threads left by a failure must not hold the exit

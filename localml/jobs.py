@@ -9,7 +9,6 @@ backends alike. A job whose process vanished without a final state is Failed.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +19,6 @@ import psutil
 
 from localml.process_group import stop_group
 from localml.workspace import LocalWorkspace, WorkspaceError, read_json, write_json
-from scoring.parallel_runner import ROWS_DIR
 
 
 class JobStatus:
@@ -49,6 +47,7 @@ TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.
 SPEC_FILE = "spec.json"
 STATUS_FILE = "status.json"
 PROCESS_FILE = "process.json"
+PROGRESS_FILE = "progress.json"  # written by the job process alone: phase, counts, rate, ETA, profile
 LOG_FILE = "job.log"
 OUTPUTS_DIR = "outputs"
 # The blob store's connection string reaches the job process through its environment only.
@@ -56,28 +55,13 @@ STORAGE_ENV = "LOCALML_STORAGE_CONNECTION_STRING"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-# What must be equal for an earlier job's finished mini-batches to stand for this one's.
-_SAME_WORK = ("input", "entry_script", "program_arguments", "settings")
-
-
-def submit(workspace: LocalWorkspace, name: str, spec: dict[str, Any], *, env: dict[str, str] | None = None,
-           resume_from: str | None = None) -> dict:
-    """Create job `name` and start its process; a name is used once, as on Azure ML.
-
-    With `resume_from` (an earlier job that failed or was cancelled doing the same work), the
-    mini-batches it finished are carried over and not scored again.
-    """
+def submit(workspace: LocalWorkspace, name: str, spec: dict[str, Any], *, env: dict[str, str] | None = None) -> dict:
+    """Create job `name` and start its process; a name is used once, as on Azure ML."""
     job_dir = workspace.job_dir(name)
     try:
         job_dir.mkdir(parents=True)
     except FileExistsError:
         raise JobExists(f"job {name!r} already exists in {workspace.root}; job names are unique") from None
-    if resume_from:
-        earlier = read_json(workspace.job_dir(resume_from) / SPEC_FILE) or {}
-        earlier_rows = workspace.job_dir(resume_from) / ROWS_DIR
-        if earlier_rows.is_dir() and all(earlier.get(key) == spec.get(key) for key in _SAME_WORK):
-            # The runner's plan check still discards them if the month's files changed meanwhile.
-            shutil.copytree(earlier_rows, job_dir / ROWS_DIR)
     write_json(job_dir / SPEC_FILE, {**spec, "name": name})
     write_json(job_dir / STATUS_FILE, {"name": name, "status": JobStatus.NOT_STARTED, "submitted_at": time.time()})
     return start(workspace, name, env=env)

@@ -3,8 +3,9 @@
 Layout under the workspace root:
     data/<name>/<version>.json     data asset: {"name", "version", "path", "type"}
     computes/<name>.json           compute target: {"name", "type", ...}
-    models/<name>/<version>/       registered model folder (DESIGN.md)
-    jobs/<job name>/               spec.json, status.json, job.log, outputs/
+    models/<name>/<version>/       registered model folder (docs/contracts.md)
+    jobs/<job name>/               spec.json, status.json, progress.json, job.log, outputs/
+    months/<container>/<folder>/   one month's download (while a job runs) and finished rows, shared by attempts
 Every JSON file is written whole (temp file + rename): a reader never sees half of one.
 """
 
@@ -61,6 +62,12 @@ class LocalWorkspace:
 
     def job_dir(self, name: str) -> Path:
         return self.root / "jobs" / check_name("job", name)
+
+    def month_dir(self, container: str, prefix: str) -> Path:
+        folder = prefix.strip("/")
+        if not folder or any(part in ("", ".", "..") for part in folder.split("/")):
+            raise WorkspaceError(f"invalid month folder {prefix!r} in container {container!r}")
+        return self.root / "months" / check_name("container", container) / folder
 
     def jobs_named(self, prefix: str) -> list[str]:
         folder = self.root / "jobs"

@@ -1,25 +1,45 @@
-"""Bring a month folder from the blob store onto local disk, as Azure ML's `download` input mode does.
+"""Bring a month folder from the blob store onto local disk, yielding each item as soon as it is there.
 
 The listing is streamed page by page and files go straight to disk, so memory
-does not grow with the month. Files already present with the right size are
-kept, so a resumed job does not fetch them again. A blob whose name cannot be a
-safe local path is not written anywhere: it is returned with the reason.
+does not grow with the month, and scoring starts with the first files. A file
+already on disk from an earlier attempt with the same ETag is kept, files of
+blobs that are gone are removed: attempts of a month share one download. A blob
+that cannot be a local file (a name clash between a file and a folder, a name
+segment longer than the filesystem allows, `..`) is an item with that reason,
+never a failure of the job. A blob store that stays unreachable for longer than
+`outage_s` fails the job with one line naming the endpoint and the last error.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
+from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from azure.storage.blob import ContainerClient
+from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
+from scoring.items import InputItem, decode_name, encode_name, walk_folder
+from scoring.rows import ErrorType
 
 log = logging.getLogger(__name__)
 
-
 STORAGE_ENV = "AZURE_STORAGE_CONNECTION_STRING"
+ETAGS_FILE = ".etags.json"
+# Errors of the local disk as a whole: the job fails with them rather than listing every file.
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+# Our own retries, bounded by the outage time, stand in for the SDK's long default ones.
+CLIENT_OPTIONS = {"retry_total": 1, "connection_timeout": 10, "read_timeout": 60}
+
+
+class StorageUnavailable(RuntimeError):
+    """The blob store did not answer within the outage time; the message is the one line to show."""
 
 
 def split_blob_url(url: str) -> tuple[str, str, str]:
@@ -36,62 +56,150 @@ def split_blob_url(url: str) -> tuple[str, str, str]:
     return account_url, rest[0], f"{prefix}/" if prefix else ""
 
 
+def container_client(connection_string: str, container: str) -> ContainerClient:
+    return ContainerClient.from_connection_string(connection_string, container, **CLIENT_OPTIONS)
+
+
 def container_client_for_url(url: str) -> tuple[ContainerClient, str]:
     """A client for the URL's container, with credentials from the environment; and the folder prefix."""
     account_url, container, prefix = split_blob_url(url)
     connection_string = os.environ.get(STORAGE_ENV)
     if connection_string:
-        return ContainerClient.from_connection_string(connection_string, container), prefix
+        return container_client(connection_string, container), prefix
     from azure.identity import DefaultAzureCredential
 
-    return ContainerClient(account_url, container, credential=DefaultAzureCredential()), prefix
+    return ContainerClient(account_url, container, credential=DefaultAzureCredential(), **CLIENT_OPTIONS), prefix
 
 
 def safe_relative_path(name: str) -> PurePosixPath | None:
-    """The blob name as a local relative path, or None when it could escape the folder or not round-trip
-    (`..`, `.`, empty segments, backslashes): the image id must be the blob name, unchanged."""
+    """The blob name as a local relative path, or None when it could escape the folder (`..`, `.`, empty segments)."""
     segments = name.split("/")
-    if "\\" in name or any(segment in ("", ".", "..") for segment in segments):
+    if any(segment in ("", ".", "..") for segment in segments):
         return None
     return PurePosixPath(*segments)
 
 
-def download_prefix(container: ContainerClient, prefix: str, destination: Path, *, threads: int = 8) -> tuple[int, dict[str, str]]:
-    """Download every blob under `prefix` to `destination`; returns (count, {item: why it was skipped})."""
+def _transient(error: BaseException) -> bool:
+    if isinstance(error, (ServiceRequestError, ServiceResponseError, ConnectionError, TimeoutError)):
+        return True
+    return isinstance(error, HttpResponseError) and (error.status_code or 0) >= 500
+
+
+def fetch_prefix(container: ContainerClient, prefix: str, destination: Path, *, threads: int = 8,
+                 outage_s: float = 300.0) -> Iterator[InputItem]:
+    """Download every blob under `prefix` to `destination`, yielding each item (ETag as identity) once on disk."""
     destination.mkdir(parents=True, exist_ok=True)
     staging = destination.with_name(destination.name + ".partial")
-    unsafe: dict[str, str] = {}
-    count = 0
+    etags_file = destination.with_name(destination.name + ETAGS_FILE)
+    known = _read_etags(etags_file)
+    seen: dict[str, str] = {}
+    endpoint = f"{container.url.split('?')[0]}/{prefix}"
 
-    def fetch(name: str, relative: PurePosixPath, size: int) -> None:
+    def patiently(call, *args):
+        retrying = Retrying(stop=stop_after_delay(outage_s), wait=wait_exponential(multiplier=0.5, max=10),
+                            retry=retry_if_exception(_transient), reraise=False)
+        try:
+            return retrying(call, *args)
+        except RetryError as error:
+            last = error.last_attempt.exception()
+            text = " ".join(str(last).split())[:300]
+            raise StorageUnavailable(f"the blob store at {endpoint} did not answer for {outage_s:.0f}s; last error: "
+                                     f"{type(last).__name__}: {text}") from None
+
+    def fetch(blob_name: str, item: str, relative: PurePosixPath, etag: str) -> InputItem:
         target = destination.joinpath(*relative.parts)
-        if target.is_file() and target.stat().st_size == size:
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Partial downloads live beside the input folder, never in it: a killed job leaves no half file inside.
-        partial = staging.joinpath(*relative.parts)
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        with open(partial, "wb") as stream:
-            container.download_blob(name).readinto(stream)
-        os.replace(partial, target)
+        try:
+            if known.get(item) == etag and target.is_file():
+                return InputItem(item, identity=etag)
+            partial = staging.joinpath(*relative.parts)  # beside the input folder: no half file ever inside it
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            with open(partial, "wb") as stream:
+                def download() -> None:
+                    stream.seek(0)
+                    stream.truncate()  # a retry starts the file over
+                    container.download_blob(blob_name).readinto(stream)
 
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        futures = []
-        for blob in container.list_blobs(name_starts_with=prefix):
-            item = blob.name[len(prefix):]
-            relative = safe_relative_path(item)
+                patiently(download)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(partial, target)
+        except OSError as error:
+            if error.errno in _DISK_ERRORS:
+                raise OSError(error.errno, f"cannot write the month to {destination}: {error.strerror}") from None
+            return InputItem.failed(item, ErrorType.UNREADABLE, _path_problem(error, item))
+        return InputItem(item, identity=etag)
+
+    in_flight: set[Future] = set()
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fetch")
+    try:
+        for blob in _list(container, prefix, patiently):
+            item = encode_name(blob.name[len(prefix):])
+            relative = safe_relative_path(blob.name[len(prefix):])
             if relative is None:
-                unsafe[item] = "blob name is not a safe relative path; rename the blob"
+                yield InputItem.failed(item, ErrorType.UNREADABLE, "blob name has an empty, '.' or '..' path "
+                                       "segment and cannot be a file in the month folder; rename the blob")
                 continue
-            futures.append(pool.submit(fetch, blob.name, relative, blob.size))
-            count += 1
-            if len(futures) >= 256:  # bound the queue: memory stays flat on huge months
-                for future in futures:
-                    future.result()
-                futures.clear()
-            if count % 5000 == 0:
-                log.info("fetched %d blobs of %s/%s so far", count, container.container_name, prefix)
-        for future in futures:
-            future.result()
-    log.info("downloaded %d blobs under %s/%s to %s", count, container.container_name, prefix, destination)
-    return count, unsafe
+            seen[item] = blob.etag
+            in_flight.add(pool.submit(fetch, blob.name, item, relative, blob.etag))
+            if len(in_flight) >= 4 * threads:  # bounded: memory stays flat on huge months
+                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                yield from _settled(done, known, seen)
+        while in_flight:
+            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            yield from _settled(done, known, seen)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        _write_etags(etags_file, known)
+    removed = _remove_stale(destination, seen)
+    log.info("downloaded the %d blobs under %s (%d stale local files removed)", len(seen), endpoint, removed)
+
+
+def _settled(done: set[Future], known: dict[str, str], seen: dict[str, str]) -> Iterator[InputItem]:
+    for future in done:
+        item = future.result()
+        if item.failure is None:
+            known[item.name] = seen[item.name]
+        yield item
+
+
+def _list(container: ContainerClient, prefix: str, patiently) -> Iterator:
+    pages = container.list_blobs(name_starts_with=prefix).by_page()
+
+    def next_page() -> list | None:
+        try:
+            return list(next(pages))  # a failed page is asked again: the pager keeps its continuation token
+        except StopIteration:
+            return None
+
+    while (page := patiently(next_page)) is not None:
+        yield from page
+
+
+def _path_problem(error: OSError, item: str) -> str:
+    if error.errno == errno.ENAMETOOLONG:
+        return "a segment of its name is longer than the local filesystem allows (255 bytes); shorten the blob name"
+    if error.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        return ("a file and a folder of the same name exist in the month ('x.jpg' and 'x.jpg/...'), which a local "
+                "disk cannot hold; rename one of them")
+    return f"cannot be stored as a local file ({error.strerror}); rename the blob"
+
+
+def _remove_stale(destination: Path, wanted: dict[str, str]) -> int:
+    removed = 0
+    for item in walk_folder(destination):
+        if item.name not in wanted and item.failure is None:
+            (destination / decode_name(item.name)).unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _read_etags(path: Path) -> dict[str, str]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _write_etags(path: Path, etags: dict[str, str]) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(etags, ensure_ascii=False), encoding="utf-8")
+    os.replace(partial, path)

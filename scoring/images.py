@@ -16,8 +16,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms import v2
 
-from scoring.constants import DEFAULT_MAX_PIXELS
-from scoring.model import Preprocessing
+from scoring.job_settings import DEFAULT_MAX_PIXELS
+from scoring.model_metadata import Preprocessing
 from scoring.rows import ErrorType
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
@@ -29,13 +29,22 @@ class ImageDecodeError(Exception):
         self.error_type = error_type
         self.message = message
 
+    @classmethod
+    def unexpected(cls, error: BaseException) -> ImageDecodeError:
+        """Any other exception while reading or preprocessing one file: that file's error, with its class."""
+        text = " ".join(str(error).split())
+        return cls(ErrorType.UNEXPECTED, f"{type(error).__name__} while decoding: {text}" if text
+                   else f"{type(error).__name__} while decoding")
+
 
 def decode_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                  min_side: int | None = None) -> Image.Image:
     """Open, verify size, fully decode and orient one image as RGB.
 
     With `min_side`, a JPEG is decoded at the smallest DCT scale whose both sides
-    stay >= `min_side` (2-4x faster on photos, same pixels after the resize that follows).
+    stay >= `min_side` (2-4x faster on photos, same pixels after the resize that follows),
+    and the pixel budget also holds for the image resized to that short side: an extreme
+    aspect ratio (1 x 10,000,000) is refused before decoding, not at the resize.
     """
     path = Path(path)
     try:
@@ -49,11 +58,7 @@ def decode_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXEL
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 width, height = image.size
-                if width * height > max_pixels:
-                    raise ImageDecodeError(
-                        ErrorType.TOO_LARGE,
-                        f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}",
-                    )
+                _check_pixel_budget(width, height, max_pixels, min_side)
                 image.seek(0)  # animated GIF/WebP: the first frame
                 if min_side and image.format == "JPEG":
                     image.draft(image.mode, (min_side, min_side))
@@ -78,6 +83,22 @@ def decode_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXEL
     except (SyntaxError, ValueError, EOFError, IndexError, TypeError) as error:
         # Pillow's plugins raise these on malformed headers and chunks.
         raise ImageDecodeError(ErrorType.CORRUPT, f"cannot decode image data: {error}") from None
+
+
+def _check_pixel_budget(width: int, height: int, max_pixels: int, min_side: int | None) -> None:
+    if width < 1 or height < 1:
+        raise ImageDecodeError(ErrorType.CORRUPT, f"image header claims a size of {width}x{height}")
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            ErrorType.TOO_LARGE, f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}")
+    if min_side:
+        short, long = sorted((width, height))
+        resized = min_side * -(-min_side * long // short)  # the short side scaled to min_side
+        if resized > max_pixels:
+            raise ImageDecodeError(
+                ErrorType.TOO_LARGE,
+                f"{width}x{height} has an aspect ratio of {long / short:.0f}:1; resized to a short side of "
+                f"{min_side} it would have {resized} pixels, above the limit of {max_pixels}")
 
 
 _SIGNATURES = (

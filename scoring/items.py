@@ -1,23 +1,131 @@
-"""Input items: every file under the month folder, named by its path relative to that folder."""
+"""Input items: every file under the month folder, named by its path relative to that folder.
+
+An item's name (its image id in the CSVs) is that path, `/`-separated, with two
+reversible escapes so that any name a filesystem allows survives JSON, CSV and
+UTF-8: a backslash is written `\\\\`, a byte that is not UTF-8 `\\xNN`. Ordinary
+names are unchanged; `decode_name` gives back the exact path.
+
+An item also carries its content identity (size and modification time here, the
+blob's ETag for a downloaded month): a finished row is reused only for the same
+content. Whatever cannot be read as a file (a symbolic link, a FIFO, a folder
+that cannot be listed) is still an item, with the reason it was not scored.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
+import stat
+from collections.abc import Iterator
 from pathlib import Path, PurePath
+
+from scoring.rows import ErrorType
+
+_ESCAPED = re.compile(r"\\(\\|x[0-9a-f]{2})")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputItem:
+    name: str
+    identity: str = ""
+    failure: tuple[str, str] | None = None  # (error_type, message): the item cannot be scored at all
+
+    @classmethod
+    def failed(cls, name: str, error_type: str, message: str) -> InputItem:
+        return cls(name, failure=(error_type, message))
+
+
+def encode_name(relative: str) -> str:
+    """The item name of a relative path: backslashes doubled, bytes that are not UTF-8 as `\\xNN`."""
+    if "\\" not in relative and not _has_surrogates(relative):
+        return relative
+    doubled = relative.replace("\\", "\\\\")
+    return doubled.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def decode_name(name: str) -> str:
+    """The relative path of an item name (with the undecodable bytes as Python's surrogate escapes)."""
+    if "\\" not in name:
+        return name
+
+    def unescape(match: re.Match) -> str:
+        code = match.group(1)
+        return "\\" if code == "\\" else chr(0xDC00 + int(code[1:], 16))
+
+    return _ESCAPED.sub(unescape, name)
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\udc80" <= char <= "\udcff" for char in text)
+
+
+def item_path(input_root: str | os.PathLike, name: str) -> Path:
+    return Path(input_root, *decode_name(name).split("/"))
 
 
 def image_id(path: str | os.PathLike, input_root: str | os.PathLike | None) -> str:
-    """The image's path relative to the month folder, '/'-separated (DESIGN.md)."""
+    """The item name of a file the job was handed; a path outside the input root is a job bug, and raises."""
     path = PurePath(path)
-    if input_root is not None:
+    if input_root is None:
+        return encode_name(path.name)
+    try:
+        return encode_name(path.relative_to(PurePath(input_root)).as_posix())
+    except ValueError:
+        raise ValueError(f"mini-batch item {str(path)!r} is not under the input root {str(input_root)!r}; "
+                         "the job's --input_root must be the folder its items come from") from None
+
+
+def walk_folder(input_root: Path) -> Iterator[InputItem]:
+    """Every entry under the folder as an item, depth first, names sorted; nothing outside it is ever touched.
+
+    Symbolic links are not followed (they could lead out of the folder, or loop); FIFOs, sockets and
+    devices are not read (a FIFO would block); a sub-folder that cannot be listed is one failed item.
+    """
+    root = Path(input_root)
+    pending = [""]
+    while pending:
+        relative_dir = pending.pop()
         try:
-            return path.relative_to(PurePath(input_root)).as_posix()
-        except ValueError:
-            pass
-    return path.name
+            with os.scandir(root / relative_dir if relative_dir else root) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as error:
+            if not relative_dir:
+                raise
+            yield InputItem.failed(encode_name(relative_dir), ErrorType.UNREADABLE,
+                                   f"folder cannot be listed ({error.strerror}); fix its permissions to score "
+                                   "the files in it")
+            continue
+        folders = []
+        for entry in entries:
+            relative = f"{relative_dir}/{entry.name}" if relative_dir else entry.name
+            name = encode_name(relative)
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError as error:
+                yield InputItem.failed(name, ErrorType.UNREADABLE, f"cannot stat ({error.strerror})")
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                yield InputItem.failed(name, ErrorType.UNREADABLE, "symbolic link, not followed (it may point "
+                                       "outside the month folder); put the file itself in the folder")
+            elif stat.S_ISDIR(info.st_mode):
+                folders.append(relative)
+            elif stat.S_ISREG(info.st_mode):
+                yield InputItem(name, identity=f"{info.st_size}:{info.st_mtime_ns}")
+            else:
+                yield InputItem.failed(name, ErrorType.UNREADABLE,
+                                       f"not a regular file ({_kind(info.st_mode)}); only files are scored")
+        pending.extend(reversed(folders))
+
+
+def _kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "a special file"
 
 
 def list_input_items(input_root: Path) -> list[str]:
-    """Every file under the month folder, as image ids, sorted."""
-    root = Path(input_root)
-    return sorted(path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file())
+    """Every item name under the folder, sorted (failed ones included: they are inputs too)."""
+    return sorted(item.name for item in walk_folder(input_root))

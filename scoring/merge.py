@@ -16,9 +16,9 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from scoring.items import list_input_items
+from scoring.items import walk_folder
 from scoring.job_settings import UNLIMITED, exceeds
-from scoring.rows import ERROR_COLUMNS, PREDICTION_COLUMNS, ErrorType, is_error, parse_row
+from scoring.rows import ERROR_COLUMNS, PREDICTION_COLUMNS, ErrorType, in_item_order, is_error, parse_row
 
 PREDICTIONS_FILE = "predictions.csv"
 ERRORS_FILE = "errors.csv"
@@ -80,15 +80,16 @@ def merge_rows(
             f"{len(errors)} of {len(inputs)} items failed, above error_threshold={error_threshold}; nothing was written"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_csv(out_dir / PREDICTIONS_FILE, PREDICTION_COLUMNS, (scored[k] for k in sorted(scored)))
-    _write_csv(out_dir / ERRORS_FILE, ERROR_COLUMNS, (errors[k] for k in sorted(errors)))
+    _write_csv(out_dir / PREDICTIONS_FILE, PREDICTION_COLUMNS, (scored[k] for k in in_item_order(scored)))
+    _write_csv(out_dir / ERRORS_FILE, ERROR_COLUMNS, (errors[k] for k in in_item_order(errors)))
     return MergeResult(inputs=len(inputs), scored=len(scored), errors=len(errors))
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: Iterable[dict]) -> None:
     partial = path.with_name(path.name + ".partial")
     with open(partial, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        # RFC 4180 line ends: with "\r\n" as the terminator, a field holding "\r" or "\n" is always quoted.
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n")
         writer.writeheader()
         writer.writerows(rows)
     os.replace(partial, path)
@@ -103,9 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--error_threshold", type=int, default=UNLIMITED)
     args = parser.parse_args(argv)
     row_files = sorted(p for p in args.rows.rglob("*") if p.is_file()) if args.rows.is_dir() else [args.rows]
+    items = list(walk_folder(args.input_root))
     try:
         result = merge_rows(
-            read_rows(row_files), list_input_items(args.input_root), args.out, error_threshold=args.error_threshold
+            read_rows(row_files), [item.name for item in items], args.out, error_threshold=args.error_threshold,
+            failed_items={item.name: item.failure for item in items if item.failure},
         )
     except ErrorThresholdExceeded as error:
         print(f"merge failed: {error}", file=sys.stderr)

@@ -7,56 +7,50 @@ with its reason. Nothing is dropped, so the job can account for every input.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from scoring.constants import DEFAULT_MAX_PIXELS
 from scoring.images import ImageDecodeError, Preprocessor, decode_image
 from scoring.items import image_id
-from scoring.predict import Predictor
+from scoring.job_settings import JobSettings
+from scoring.model_metadata import read_metadata
+from scoring.predict import Predictor, fit_batch_size
+from scoring.profile import FIT_GPU, Capabilities, probe, resolve
 from scoring.rows import error_row, scored_row
 
 log = logging.getLogger(__name__)
 
 
 class MiniBatchScorer:
-    """Built once per worker by `init()`; `score()` is what `run()` calls."""
+    """Built once per worker by `init()`; `score()` is what `run()` calls.
 
-    def __init__(
-        self,
-        *,
-        model_dir: Path,
-        month: str,
-        input_root: str | None = None,
-        batch_size: int = 32,
-        decode_threads: int | None = None,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        device: str | None = None,
-        precision: str = "fp32",
-        channels_last: bool = False,
-        compile: bool = False,
-    ):
-        self.predictor = Predictor(model_dir, device, precision=precision, channels_last=channels_last,
-                                   compile=compile)
+    :param settings: the job's settings; their scoring profile is resolved against this node.
+    :param capabilities: the node's (default: probed here).
+    """
+
+    def __init__(self, *, model_dir: Path, month: str, input_root: str | None = None,
+                 settings: JobSettings | None = None, capabilities: Capabilities | None = None):
+        settings = settings or JobSettings()
+        metadata = read_metadata(Path(model_dir))
+        self.profile = resolve(settings, capabilities or probe(), metadata.precision_agreement)
+        self.predictor = Predictor(model_dir, self.profile.device, precision=self.profile.precision,
+                                   channels_last=self.profile.channels_last, compile=self.profile.compile)
         self.metadata = self.predictor.metadata
         self.preprocess = Preprocessor(self.metadata.preprocessing)
         self.month = month
         self.input_root = input_root
-        self.batch_size = batch_size
-        self.max_pixels = max_pixels
-        # decode_threads=0 decodes inline: best where every core already runs a worker process.
-        threads = min(4, os.cpu_count() or 1) if decode_threads is None else decode_threads
+        self.max_pixels = settings.max_pixels
+        self.batch_size = self.profile.batch_size
+        if self.batch_size == FIT_GPU:
+            self.batch_size = fit_batch_size(self.predictor, self.metadata.preprocessing.crop)
+        threads = self.profile.decode_threads
         self._decoder = ThreadPoolExecutor(max_workers=threads) if threads > 0 else None
-        log.info(
-            "model %s version %s (%s, %d labels) on %s, %s%s, batches of %d",
-            self.metadata.name, self.metadata.version, self.metadata.architecture, len(self.metadata.labels),
-            self.predictor.device, precision, ", channels_last" if channels_last else "", batch_size,
-        )
+        log.info("model %s version %s (%s, %d labels); scoring profile: %s; batch %d",
+                 self.metadata.name, self.metadata.version, self.metadata.architecture, len(self.metadata.labels),
+                 self.profile.describe(), self.batch_size)
 
     def score(self, files: Sequence[str]) -> list[str]:
         rows: list[str] = []
@@ -83,12 +77,14 @@ class MiniBatchScorer:
         return self._decoder.map(self._decode_one, files)
 
     def _decode_one(self, path: str):
+        pre = self.metadata.preprocessing
         try:
-            image: Image.Image = decode_image(path, max_pixels=self.max_pixels,
-                                              min_side=self.metadata.preprocessing.resize)
+            image = decode_image(path, max_pixels=self.max_pixels, min_side=pre.resize)
             return self.preprocess.crop(image)
         except ImageDecodeError as error:
             return error
+        except Exception as error:  # noqa: BLE001 - one bad file costs one row, whatever it raises
+            return ImageDecodeError.unexpected(error)
 
     def _forward(self, ids: list[str], tensors: list) -> list[str]:
         # uint8 crosses to the device (a quarter of float32's bytes); normalising happens there.

@@ -1,41 +1,46 @@
-"""Run an entry script over a folder the way Azure ML's parallel job does, on this machine.
+"""Run an entry script over a month's items the way Azure ML's parallel job does, on this machine.
 
-Files are split into mini-batches of `mini_batch_size`; `workers` processes
-each import the entry script and call `init()` once, then take mini-batches one
-at a time (a slow worker never holds the others). A mini-batch that raises,
-outlives `timeout` or loses its worker is retried on a fresh worker up to
-`max_retries` times. Each finished mini-batch's rows land in their own file
-(`append_row`), written atomically, so a killed job restarted on the same work
-folder skips what is done. Thresholds are counted as Azure ML documents them:
-failed items are items not scored (error rows, items of failed mini-batches).
+Items arrive as a stream (a folder walk, or a download that yields each file as
+it lands), so workers start and score while the rest of the month is still
+coming. Items are grouped into mini-batches of `mini_batch_size`; `workers`
+processes each import the entry script and call `init()` once, then take
+mini-batches one at a time (a slow worker never holds the others). A mini-batch
+that raises, outlives `timeout` or loses its worker is retried on a fresh worker
+up to `max_retries` times; if it still fails it is split in halves, and halves
+again, until the files that fail are alone: one bad file costs one row.
+
+Finished rows land in a cache keyed on content (`scoring.reuse`): a rerun, a
+resubmitted attempt or a restarted job scores only what is new or changed.
+Thresholds are counted as Azure ML documents them: failed items are items not
+scored (error rows, items of failed mini-batches, items that could not be read).
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import importlib.util
-import json
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
-import shutil
+import queue
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from scoring.items import InputItem, item_path
 from scoring.job_settings import JobSettings, exceeds
-from scoring.items import list_input_items
-from scoring.merge import MergeResult, merge_rows, read_rows
+from scoring.merge import MergeResult, merge_rows
+from scoring.progress import describe_progress
+from scoring.reuse import KEY_FIELD, RowsCache, row_key
 from scoring.rows import ErrorType, is_error, parse_row
 
 log = logging.getLogger("scoring.parallel_runner")
 
 ROWS_DIR = "rows"
-PLAN_FILE = "plan.sha256"
 OUTPUTS_DIR = "outputs"
 
 
@@ -54,54 +59,65 @@ class ParallelJob:
     program_arguments: tuple[str, ...] = ()
     settings: JobSettings = dataclasses.field(default_factory=JobSettings)
     progress_interval_s: float = 10.0
-    # Inputs that never reached the input folder, with (error_type, message): still accounted for.
-    known_failures: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
     # Where predictions.csv and errors.csv go; default: `<work_dir>/outputs`.
     output_dir: Path | None = None
+    # The reuse cache; default: `<work_dir>/rows`. Attempts of one month may share one.
+    rows_dir: Path | None = None
+    # Model, month and profile digest (`scoring.reuse.scoring_key`): rows are reused only under the same one.
+    scoring_key: str = ""
+    # Called with a progress snapshot (a dict of plain values) as the job advances.
+    on_progress: Callable[[dict], None] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class MiniBatch:
     batch_id: str
-    files: tuple[str, ...]  # image ids, relative to the input root
+    items: tuple[tuple[str, str], ...]  # (item name, row key)
+    split: bool = False  # a half of a mini-batch that failed all its retries: no retries of its own
 
-
-def plan_mini_batches(items: Sequence[str], size: int) -> list[MiniBatch]:
-    """Deterministic split of the sorted items: the same input gives the same ids on a restart."""
-    return [
-        MiniBatch(f"mb-{index:06d}", tuple(items[start:start + size]))
-        for index, start in enumerate(range(0, len(items), size))
-    ]
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _key in self.items]
 
 
 class _Progress:
-    def __init__(self, batches: int, items: int, interval_s: float):
-        self.batches_total, self.items_total = batches, items
-        self.batches_done = self.items_done = self.errors = 0
+    """Counts of the job so far; `snapshot()` is what travels to whoever watches the job (a status file)."""
+
+    def __init__(self, interval_s: float, on_change=None):
+        self.batches_total = self.items_total = 0
+        self.batches_done = self.items_done = self.errors = self.reused = 0
+        self.listing_complete = False
         self.interval_s = interval_s
         self.started = self.last_report = time.monotonic()
-        self.items_at_start = 0
+        self.phase = "scoring"
+        self.profile: str | None = None
+        self._on_change = on_change
+        self._last_publish = 0.0
 
-    def add(self, items: int, errors: int) -> None:
-        self.batches_done += 1
-        self.items_done += items
-        self.errors += errors
+    def rate(self) -> float:
+        return (self.items_done - self.reused) / max(time.monotonic() - self.started, 1e-9)
 
-    def line(self) -> str:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        rate = (self.items_done - self.items_at_start) / elapsed
+    def snapshot(self) -> dict:
+        rate = self.rate()
         left = self.items_total - self.items_done
-        eta = f"{left / rate:.0f}s" if rate > 0 else "unknown"
-        percent = 100.0 * self.items_done / max(self.items_total, 1)
-        return (
-            f"mini-batches {self.batches_done}/{self.batches_total}, images {self.items_done}/{self.items_total} "
-            f"({percent:.1f}%), {rate:.1f} img/s, errors {self.errors}, ETA {eta}"
-        )
+        return {
+            "phase": self.phase, "batches_done": self.batches_done, "batches_total": self.batches_total,
+            "items_done": self.items_done, "items_total": self.items_total, "errors": self.errors,
+            "reused": self.reused, "listing_complete": self.listing_complete,
+            "img_s": round(rate, 1), "eta_s": round(left / rate) if rate > 0 and self.listing_complete else None,
+            "elapsed_s": round(time.monotonic() - self.started, 1), "profile": self.profile,
+        }
+
+    def publish(self, force: bool = False) -> None:
+        """Hand the snapshot over at most twice a second (always when forced): cheap, and fresh for every poll."""
+        if self._on_change and (force or time.monotonic() - self._last_publish >= 0.5):
+            self._last_publish = time.monotonic()
+            self._on_change(self.snapshot())
 
     def maybe_report(self) -> None:
         if time.monotonic() - self.last_report >= self.interval_s:
             self.last_report = time.monotonic()
-            log.info("progress: %s", self.line())
+            log.info("progress: %s", describe_progress(self.snapshot()))
 
 
 @dataclasses.dataclass
@@ -112,101 +128,130 @@ class _Worker:
     started: float = 0.0
 
 
-def run_parallel_job(job: ParallelJob) -> MergeResult:
-    """Score every file under `job.input_root`; writes `outputs/predictions.csv` and `errors.csv`."""
+_END = object()
+
+
+def run_parallel_job(job: ParallelJob, items: Iterable[InputItem]) -> MergeResult:
+    """Score every item of `items` (files under `job.input_root`); writes `predictions.csv` and `errors.csv`."""
     settings = job.settings
-    items = list_input_items(job.input_root)
-    batches = plan_mini_batches(items, settings.mini_batch_size)
-    rows_dir = job.work_dir / ROWS_DIR
-    _keep_rows_only_for_this_plan(rows_dir, items, settings.mini_batch_size)
-    progress = _Progress(len(batches), len(items), job.progress_interval_s)
+    cache = RowsCache(job.rows_dir or job.work_dir / ROWS_DIR)
+    cached = cache.load()
+    progress = _Progress(job.progress_interval_s, job.on_progress)
+    log.info("job starts: mini-batches of %d, %d workers (%d instances x %d), max_retries=%d, timeout=%ds, "
+             "mini_batch_error_threshold=%d, error_threshold=%d; %d finished rows on record",
+             settings.mini_batch_size, settings.workers, settings.instance_count,
+             settings.max_concurrency_per_instance, settings.max_retries, settings.timeout,
+             settings.mini_batch_error_threshold, settings.error_threshold, len(cached))
+    dispatcher = _Dispatcher(job, cache, cached, progress)
+    dispatcher.run(items)
 
-    todo = collections.deque()
-    for batch in batches:
-        done = _rows_file(rows_dir, batch)
-        if done.exists():
-            progress.add(len(batch.files), sum(is_error(row) for row in read_rows([done])))
-        else:
-            todo.append(batch)
-    progress.items_at_start = progress.items_done
-    log.info(
-        "job starts: %d images in %d mini-batches of %d, %d already done; %d workers (%d instances x %d), "
-        "max_retries=%d, timeout=%ds, mini_batch_error_threshold=%d, error_threshold=%d",
-        len(items), len(batches), settings.mini_batch_size, len(batches) - len(todo), settings.workers,
-        settings.instance_count, settings.max_concurrency_per_instance, settings.max_retries, settings.timeout,
-        settings.mini_batch_error_threshold, settings.error_threshold,
-    )
-
-    failed_items: dict[str, tuple[str, str]] = dict(job.known_failures)
-    progress.errors += len(failed_items)
-    if todo:
-        _Dispatcher(job, todo, rows_dir, progress, failed_items).run()
-
-    result = merge_rows(
-        read_rows(_rows_file(rows_dir, batch) for batch in batches if _rows_file(rows_dir, batch).exists()),
-        [*items, *job.known_failures],
-        job.output_dir or job.work_dir / OUTPUTS_DIR,
-        failed_items=failed_items,
-        error_threshold=settings.error_threshold,
-    )
-    log.info(
-        "job done: %d images, %d scored, %d errors in %.1fs",
-        result.inputs, result.scored, result.errors, time.monotonic() - progress.started,
-    )
+    progress.phase = "merging"
+    progress.publish(force=True)
+    rows = list(dispatcher.rows.values())
+    cache.compact(rows)  # keeps what is valid now, for the next attempt or rerun, before any threshold verdict
+    result = merge_rows(rows, dispatcher.inputs, job.output_dir or job.work_dir / OUTPUTS_DIR,
+                        failed_items=dispatcher.failed_items, error_threshold=settings.error_threshold)
+    progress.phase = "done"
+    progress.publish(force=True)
+    log.info("job done: %d images, %d scored, %d errors (%d rows reused) in %.1fs",
+             result.inputs, result.scored, result.errors, progress.reused, time.monotonic() - progress.started)
     return result
 
 
-def _keep_rows_only_for_this_plan(rows_dir: Path, items: Sequence[str], mini_batch_size: int) -> None:
-    """Finished mini-batches are reused only if the inputs and the split are the same as when they ran."""
-    digest = hashlib.sha256(f"{mini_batch_size}\n".encode())
-    for item in items:
-        digest.update(item.encode("utf-8", "surrogateescape") + b"\n")
-    plan = rows_dir / PLAN_FILE
-    if rows_dir.is_dir() and (not plan.is_file() or plan.read_text(encoding="utf-8") != digest.hexdigest()):
-        stale = list(rows_dir.glob("*.jsonl"))
-        if stale:
-            log.warning("inputs or mini_batch_size changed since the last run: discarding %d finished "
-                        "mini-batches and starting over", len(stale))
-        shutil.rmtree(rows_dir)
-    rows_dir.mkdir(parents=True, exist_ok=True)
-    plan.write_text(digest.hexdigest(), encoding="utf-8")
-
-
-def _rows_file(rows_dir: Path, batch: MiniBatch) -> Path:
-    return rows_dir / f"{batch.batch_id}.jsonl"
-
-
 class _Dispatcher:
-    """Hands mini-batches to idle workers and settles each one: rows written, retried or failed."""
+    """Forms mini-batches as items arrive, hands them to idle workers and settles each one."""
 
-    def __init__(self, job, todo, rows_dir, progress, failed_items):
+    def __init__(self, job: ParallelJob, cache: RowsCache, cached: dict[str, dict], progress: _Progress):
         self.job, self.settings = job, job.settings
-        self.todo: collections.deque[MiniBatch] = todo
-        self.rows_dir, self.progress, self.failed_items = rows_dir, progress, failed_items
+        self.cache, self.cached, self.progress = cache, cached, progress
+        self.inputs: list[str] = []
+        self.rows: dict[str, dict] = {}  # item name -> its row (scored or error)
+        self.failed_items: dict[str, tuple[str, str]] = {}
+        self.pending: list[tuple[str, str]] = []
+        self.todo: collections.deque[MiniBatch] = collections.deque()
         self.attempts: collections.Counter[str] = collections.Counter()
         self.failed_batches = 0
+        self.batch_count = 0
         self.workers: list[_Worker] = []
         self.context = multiprocessing.get_context("spawn")
         self.threads_per_worker = max(1, (os.cpu_count() or 1) // self.settings.workers)
+        self.arrivals: queue.Queue = queue.Queue(maxsize=4096)
+        self.feed_error: BaseException | None = None
 
-    def run(self) -> None:
+    def run(self, items: Iterable[InputItem]) -> None:
         # Keep freed batch-sized buffers in the heap instead of returning them to the kernel after
         # every batch: the page faults of fresh mmaps cost about a tenth of the throughput (bench/).
         for name, value in (("MALLOC_MMAP_THRESHOLD_", "33554432"), ("MALLOC_TRIM_THRESHOLD_", "268435456")):
             os.environ.setdefault(name, value)  # read by each worker's C library when it starts
+        feeder = threading.Thread(target=self._feed, args=(items,), name="input-feed", daemon=True)
+        feeder.start()
         try:
-            for _ in range(min(self.settings.workers, len(self.todo))):
-                self.workers.append(self._start_worker())
-            while self.todo or any(w.batch for w in self.workers):
+            # Workers start now: their init() (imports, model load) overlaps the listing and the download.
+            self.workers = [self._start_worker() for _ in range(self.settings.workers)]
+            while not self.progress.listing_complete or self.todo or any(w.batch for w in self.workers):
+                self._take_arrivals()
                 self._assign()
                 self._settle_ready()
                 self._settle_timeouts()
+                self.progress.publish()
                 self.progress.maybe_report()
         finally:
             for worker in self.workers:  # ask all first, then wait: they exit side by side
                 _send_quietly(worker.conn, None)
             for worker in self.workers:
                 self._stop_worker(worker)
+
+    def _feed(self, items: Iterable[InputItem]) -> None:
+        try:
+            for item in items:
+                self.arrivals.put(item)
+        except BaseException as error:  # noqa: BLE001 - handed to the dispatcher, which fails the job with it
+            self.feed_error = error
+        self.arrivals.put(_END)
+
+    def _take_arrivals(self) -> None:
+        while not self.progress.listing_complete:
+            try:
+                item = self.arrivals.get_nowait()
+            except queue.Empty:
+                break
+            if item is _END:
+                if self.feed_error is not None:
+                    error = self.feed_error
+                    raise ParallelJobFailed(" ".join(str(error).split()) or type(error).__name__) from error
+                self.progress.listing_complete = True
+                break
+            self._admit(item)
+        size = self.settings.mini_batch_size
+        while len(self.pending) >= size or (self.progress.listing_complete and self.pending):
+            batch, self.pending = self.pending[:size], self.pending[size:]
+            self._plan(tuple(batch))
+
+    def _admit(self, item: InputItem) -> None:
+        self.inputs.append(item.name)
+        self.progress.items_total += 1
+        if item.failure is not None:
+            self.failed_items[item.name] = item.failure
+            self._count(1, 1)
+            return
+        key = row_key(item.name, item.identity, self.job.scoring_key)
+        row = self.cached.get(key)
+        if row is not None and row.get("image") == item.name:
+            self.rows[item.name] = row
+            self.progress.reused += 1
+            self._count(1, int(is_error(row)))
+            return
+        self.pending.append((item.name, key))
+
+    def _count(self, items: int, errors: int) -> None:
+        self.progress.items_done += items
+        self.progress.errors += errors
+        self._check_error_threshold()
+
+    def _plan(self, items: tuple[tuple[str, str], ...], split: bool = False) -> None:
+        self.batch_count += 1
+        self.progress.batches_total += 1
+        self.todo.append(MiniBatch(f"mb-{self.batch_count:06d}", items, split))
 
     def _start_worker(self) -> _Worker:
         parent, child = self.context.Pipe()
@@ -233,7 +278,7 @@ class _Dispatcher:
         for worker in self.workers:
             if worker.batch is None and self.todo:
                 batch = self.todo.popleft()
-                files = [str(self.job.input_root / name) for name in batch.files]
+                files = [str(item_path(self.job.input_root, name)) for name in batch.names]
                 try:
                     worker.conn.send((batch.batch_id, files))
                 except (BrokenPipeError, OSError):
@@ -246,7 +291,12 @@ class _Dispatcher:
         busy = [w for w in self.workers if w.batch]
         waitables = [w.conn for w in busy] + [w.process.sentinel for w in busy]
         deadline = min((w.started + self.settings.timeout for w in busy), default=time.monotonic() + 1)
-        timeout = max(0.0, min(deadline - time.monotonic(), 1.0))
+        # While items still arrive, look at the queue often; else sleep until a worker answers.
+        limit = 1.0 if self.progress.listing_complete else 0.05
+        timeout = max(0.0, min(deadline - time.monotonic(), limit))
+        if not waitables:
+            time.sleep(timeout)
+            return
         ready = set(multiprocessing.connection.wait(waitables, timeout=timeout))
         for worker in busy:
             if worker.conn in ready:
@@ -254,9 +304,18 @@ class _Dispatcher:
                     message = worker.conn.recv()
                 except (EOFError, OSError):
                     message = ("died", None)
+                if message[0] == "ready":  # init() done; the batch it was sent is still running
+                    self._on_ready(message[1])
+                    continue
                 self._settle(worker, message)
             elif worker.process.sentinel in ready:
                 self._settle(worker, ("died", None))
+
+    def _on_ready(self, summary: str | None) -> None:
+        if summary and summary != self.progress.profile:
+            log.info("worker ready: %s", summary)
+            self.progress.profile = summary
+            self.progress.publish(force=True)
 
     def _settle_timeouts(self) -> None:
         now = time.monotonic()
@@ -269,9 +328,9 @@ class _Dispatcher:
     def _settle(self, worker: _Worker, message: tuple) -> None:
         batch, (kind, payload) = worker.batch, message
         worker.batch = None
-        log.debug("mini-batch %s: %s after %.2fs", batch.batch_id, kind, time.monotonic() - worker.started)
+        seconds = time.monotonic() - worker.started
         if kind == "rows":
-            self._accept(batch, payload)
+            self._accept(batch, payload, seconds)
         elif kind == "init_failed":
             raise ParallelJobFailed(f"init() failed in a worker: {payload}")
         elif kind == "error":
@@ -282,11 +341,11 @@ class _Dispatcher:
             self._replace(worker)
             self._retry_or_fail(batch, f"worker process died (exit code {exit_code})")
 
-    def _accept(self, batch: MiniBatch, lines: list[str]) -> None:
-        wanted = set(batch.files)
+    def _accept(self, batch: MiniBatch, lines: list[str], seconds: float) -> None:
+        keys = dict(batch.items)
         try:
             rows = [parse_row(line) for line in lines]
-            strangers = sorted({row["image"] for row in rows} - wanted)
+            strangers = sorted({row["image"] for row in rows} - keys.keys())
         except (TypeError, ValueError, KeyError) as error:
             self._retry_or_fail(batch, f"run() returned a row that is not a result row: {error!r}")
             return
@@ -295,39 +354,55 @@ class _Dispatcher:
                 batch, f"run() returned a row for {strangers[0]!r}, not in its mini-batch (is --input_root right?)"
             )
             return
-        target = _rows_file(self.rows_dir, batch)
-        partial = target.with_suffix(".partial")
-        partial.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-        os.replace(partial, target)
-        answered = {row["image"] for row in rows}
-        errors = sum(is_error(row) for row in rows) + len(wanted - answered)
-        self.progress.add(len(batch.files), errors)
-        self._check_error_threshold()
+        answered = {}
+        for row in rows:
+            answered.setdefault(row["image"], {**row, KEY_FIELD: keys[row["image"]]})
+        self.cache.write(answered.values())
+        self.rows.update(answered)
+        errors = sum(is_error(row) for row in answered.values())
+        for name in keys.keys() - answered.keys():  # run() left it out: an error, not a loss
+            self.failed_items[name] = (ErrorType.MISSING_RESULT, f"run() returned no row for it ({batch.batch_id})")
+            errors += 1
+        log.info("mini-batch %s done: %d images, %d errors, %.2fs", batch.batch_id, len(keys), errors, seconds)
+        self.progress.batches_done += 1
+        self._count(len(keys), errors)
 
     def _retry_or_fail(self, batch: MiniBatch, reason: str) -> None:
         self.attempts[batch.batch_id] += 1
-        if self.attempts[batch.batch_id] <= self.settings.max_retries:
-            log.warning("mini-batch %s: %s; retry %d of %d",
-                        batch.batch_id, reason, self.attempts[batch.batch_id], self.settings.max_retries)
+        retries = 0 if batch.split else self.settings.max_retries
+        if self.attempts[batch.batch_id] <= retries:
+            log.warning("mini-batch %s: %s; retry %d of %d", batch.batch_id, reason, self.attempts[batch.batch_id],
+                        retries)
             self.todo.append(batch)
             return
-        log.error("mini-batch %s failed after %d retries: %s", batch.batch_id, self.settings.max_retries, reason)
-        self.failed_batches += 1
-        for image in batch.files:
-            self.failed_items[image] = (ErrorType.MINI_BATCH_FAILED, f"mini-batch {batch.batch_id} failed: {reason}")
-        self.progress.add(len(batch.files), len(batch.files))
-        if exceeds(self.failed_batches, self.settings.mini_batch_error_threshold):
-            raise ParallelJobFailed(
-                f"{self.failed_batches} mini-batches failed, above mini_batch_error_threshold="
-                f"{self.settings.mini_batch_error_threshold}; last: {reason}"
-            )
-        self._check_error_threshold()
+        self.progress.batches_done += 1
+        if not batch.split:
+            log.error("mini-batch %s failed after %d retries: %s", batch.batch_id, retries, reason)
+            self.failed_batches += 1
+            if exceeds(self.failed_batches, self.settings.mini_batch_error_threshold):
+                raise ParallelJobFailed(
+                    f"{self.failed_batches} mini-batches failed, above mini_batch_error_threshold="
+                    f"{self.settings.mini_batch_error_threshold}; last: {reason}"
+                )
+        if len(batch.items) > 1:
+            # Split until the files that fail are alone: the others are scored, not written off with them.
+            half = len(batch.items) // 2
+            log.warning("mini-batch %s: splitting its %d files to find the one(s) that fail", batch.batch_id,
+                        len(batch.items))
+            self._plan(batch.items[:half], split=True)
+            self._plan(batch.items[half:], split=True)
+            return
+        (name, _key), = batch.items
+        log.error("%s fails on its own: %s", name, reason)
+        self.failed_items[name] = (ErrorType.MINI_BATCH_FAILED, f"scoring this file alone failed: {reason}")
+        self._count(1, 1)
 
     def _check_error_threshold(self) -> None:
         if exceeds(self.progress.errors, self.settings.error_threshold):
             raise ParallelJobFailed(
                 f"{self.progress.errors} items failed so far, above error_threshold={self.settings.error_threshold} "
-                f"(of {self.progress.items_total} items); see errors in the job log"
+                f"(of {self.progress.items_total} items{'' if self.progress.listing_complete else ' listed so far'}); "
+                "see errors in the job log"
             )
 
     def _replace(self, worker: _Worker) -> None:
@@ -353,10 +428,12 @@ def _worker_main(conn, code_root: str, entry_script: str, argv: list[str], level
         spec = importlib.util.spec_from_file_location("_parallel_entry_script", entry_script)
         entry = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(entry)
-        entry.init()
+        summary = entry.init()
     except BaseException as error:  # noqa: BLE001 - report any init failure, then exit
         conn.send(("init_failed", _one_line(error)))
         return
+    # What init() returns (Azure ML ignores it) is the worker's one-line self-description, e.g. its profile.
+    conn.send(("ready", summary if isinstance(summary, str) else None))
     while True:
         try:
             task = conn.recv()

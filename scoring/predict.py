@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from scoring.constants import PRECISIONS
 from scoring.model import load_model_folder
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("fp32", *_AUTOCAST_DTYPES)
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -32,8 +32,6 @@ class Predictor:
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r} must be one of {', '.join(PRECISIONS)}")
         self.device = pick_device(device)
-        if precision == "fp16" and self.device.type != "cuda":
-            raise ValueError("precision fp16 needs a CUDA device; use bf16 on CPU")
         self.precision = precision
         self.channels_last = channels_last
         self.model, self.metadata = load_model_folder(model_dir, self.device)
@@ -58,3 +56,24 @@ class Predictor:
         scores, indices = probabilities.max(dim=1)
         labels = self.metadata.labels
         return [labels[i] for i in indices.cpu().tolist()], scores.cpu().tolist()
+
+
+def fit_batch_size(predictor: Predictor, crop: int, *, memory_fraction: float = 0.5, smallest: int = 32,
+                   largest: int = 1024) -> int:
+    """The largest power-of-two batch whose forward fits `memory_fraction` of the free GPU memory.
+
+    Measured, not guessed: one forward of a small batch gives the memory one image costs with this
+    model, precision and layout.
+    """
+    probe = 8
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(predictor.device)
+    before = torch.cuda.memory_allocated(predictor.device)
+    predictor.predict(torch.zeros(probe, 3, crop, crop))
+    per_image = max(1.0, (torch.cuda.max_memory_allocated(predictor.device) - before) / probe)
+    free, _total = torch.cuda.mem_get_info(predictor.device)
+    batch = smallest
+    while batch * 2 <= largest and batch * 2 * per_image <= free * memory_fraction:
+        batch *= 2
+    return batch

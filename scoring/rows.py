@@ -1,4 +1,4 @@
-"""The rows `run()` returns and the two CSVs they become (DESIGN.md columns).
+"""The rows `run()` returns and the two CSVs they become (columns: docs/contracts.md).
 
 `run()` returns one JSON line per input item, as `append_row` collects them: a
 scored item carries `label`/`score`, an item that could not be scored carries
@@ -9,6 +9,7 @@ intact through Azure ML's line-oriented `append_row` file.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 PREDICTION_COLUMNS = ("image", "label", "score", "model_name", "model_version", "month")
@@ -24,6 +25,7 @@ class ErrorType:
     CORRUPT = "corrupt"
     TOO_LARGE = "too_large"
     UNREADABLE = "unreadable"
+    UNEXPECTED = "unexpected"
     MINI_BATCH_FAILED = "mini_batch_failed"
     MISSING_RESULT = "missing_result"
 
@@ -42,6 +44,11 @@ def scored_row(image: str, label: str, score: float, *, model_name: str, model_v
 def error_row(image: str, error_type: str, message: str) -> str:
     # One line, always: a multi-line message would break the CSV readers' eyes and the log.
     return _dump({"image": image, "error_type": error_type, "message": " ".join(str(message).split())})
+
+
+def in_item_order(names: Iterable[str]) -> list[str]:
+    """The one order of rows in both CSVs (by code point), for the writer and the validator alike."""
+    return sorted(names)
 
 
 def parse_row(line: str) -> dict[str, Any]:

@@ -6,26 +6,29 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import write_small_month
-
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_bench_reports_every_figure(tmp_path, model_dir):
-    write_small_month(tmp_path / "month")
     out = tmp_path / "results.json"
     result = subprocess.run(
         [sys.executable, "-m", "bench.run", "--images", "12", "--large", "24", "--rss-images", "12",
          "--naive-images", "4", "--state", str(tmp_path / "state"), "--out", str(out),
-         "--agreement-model", str(model_dir), "--agreement-month", str(tmp_path / "month")],
+         "--weights-from", str(model_dir)],
         cwd=PROJECT_ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     last_line = json.loads(result.stdout.strip().splitlines()[-1])
     assert last_line == json.loads(out.read_text())
     for key in ("naive_img_s", "pipeline_img_s", "decode_img_s", "forward_img_s", "ceiling_img_s",
-                "peak_rss_mb_12", "peak_rss_mb_24", "top1_agreement_vs_fp32"):
+                "peak_rss_mb_12", "peak_rss_mb_24", "dag_job_img_s", "cli_defaults_img_s"):
         assert last_line[key] > 0, key
+    assert last_line["dag_job"]["inputs"] == last_line["dag_job"]["scored"] == 12
+    assert last_line["dag_job"]["settings"]["precision"] == "auto"  # the DAG's untouched form
+    assert last_line["dag_job"]["profile"].startswith("scoring profile cpu, ")
+    assert set(last_line["top1_agreement_vs_fp32"]) == {"bf16", "fp16"}
+    assert last_line["profile"]["precision"] in ("bf16", "fp32")
+    assert 0 < last_line["profile"]["top1_agreement_vs_fp32"] <= 1
     assert last_line["ceiling_img_s"] <= min(last_line["decode_img_s"], last_line["forward_img_s"])
     assert last_line["device"] and last_line["model"] == "resnet18"
     assert last_line["precision"] in ("bf16", "fp32") and last_line["images"] == 12

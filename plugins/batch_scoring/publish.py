@@ -1,6 +1,6 @@
 """Validate a month's merged outputs against its inputs, then publish them with a manifest.
 
-Validation checks the DESIGN.md contract (columns and order, one row per image,
+Validation checks the docs/contracts.md rules (columns and order, one row per image,
 sorted, scores in [0, 1], month and model columns, and the accounting invariant
 `predictions ∪ errors == inputs`, disjoint) and publishes nothing if any fails.
 
@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from batch_scoring.report import REPORT_FILE
+from scoring.items import encode_name
 from scoring.merge import ERRORS_FILE, PREDICTIONS_FILE
-from scoring.rows import ERROR_COLUMNS, PREDICTION_COLUMNS
+from scoring.rows import ERROR_COLUMNS, PREDICTION_COLUMNS, in_item_order
 
 PUBLISHED_FILES = (PREDICTIONS_FILE, ERRORS_FILE, REPORT_FILE)
 MANIFEST_FILE = "manifest.json"
@@ -44,7 +45,18 @@ class MonthOutputs:
 def list_month_items(container_client, month: str) -> list[str]:
     """Every blob under `<month>/`, as image ids relative to the month folder."""
     prefix = f"{month}/"
-    return sorted(blob.name[len(prefix):] for blob in container_client.list_blobs(name_starts_with=prefix))
+    return in_item_order(encode_name(blob.name[len(prefix):])
+                         for blob in container_client.list_blobs(name_starts_with=prefix))
+
+
+def month_fingerprint(container_client, month: str) -> tuple[int, str]:
+    """(blob count, digest of every blob's name and ETag under `<month>/`): any added, changed or removed blob
+    changes it. Streamed: memory stays flat on a month of any size (the listing is in name order)."""
+    digest, count = hashlib.sha256(), 0
+    for blob in container_client.list_blobs(name_starts_with=f"{month}/"):
+        digest.update(f"{blob.name}\0{blob.etag}\n".encode("utf-8", "surrogatepass"))
+        count += 1
+    return count, digest.hexdigest()
 
 
 def _read_csv(path: Path, expected: tuple[str, ...]) -> list[dict[str, str]]:
@@ -70,7 +82,7 @@ def validate_outputs(folder: Path, input_items: Iterable[str], *, month: str, mo
     errors = _read_csv(folder / ERRORS_FILE, ERROR_COLUMNS)
     for name, rows in ((PREDICTIONS_FILE, predictions), (ERRORS_FILE, errors)):
         images = [row["image"] for row in rows]
-        if images != sorted(images):
+        if images != in_item_order(images):
             raise ValidationFailed(f"{name} is not sorted by image")
         if len(set(images)) != len(images):
             duplicates = {image for image in images if images.count(image) > 1}

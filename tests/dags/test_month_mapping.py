@@ -1,4 +1,4 @@
-"""Which month a run scores: the DAG's timetable and the month rule together (README, DESIGN.md)."""
+"""Which month a run scores: the DAG's timetable and the month rule together (README, docs/contracts.md)."""
 
 import datetime as dt
 import importlib.util

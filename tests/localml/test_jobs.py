@@ -27,17 +27,28 @@ def _upload(container, names):
         container.upload_blob(f"{MONTH}/{name}", image_bytes("JPEG"), overwrite=True)
 
 
-def _spec(container, tmp_path, *, entry="tests/scoring/fault_entry.py", arguments=(), **settings):
-    state = tmp_path / "entry-state"
-    state.mkdir(exist_ok=True)
-    return {
-        "month": MONTH,
-        "input": {"container": container.container_name, "prefix": f"{MONTH}/"},
-        "code_root": str(jobs.PROJECT_ROOT),
-        "entry_script": entry,
-        "program_arguments": ["--state", str(state), *arguments],
-        "settings": {"mini_batch_size": 1, "max_concurrency_per_instance": 1, **settings},
-    }
+@pytest.fixture
+def workspace(tmp_path):
+    return LocalWorkspace(tmp_path / "ws")
+
+
+@pytest.fixture
+def spec(tmp_path, workspace, model_dir, month_container):
+    def make(*, entry="tests/scoring/fault_entry.py", arguments=(), **settings):
+        state = tmp_path / "entry-state"
+        state.mkdir(exist_ok=True)
+        return {
+            "month": MONTH,
+            "input": {"container": month_container.container_name, "prefix": f"{MONTH}/"},
+            "code_root": str(jobs.PROJECT_ROOT),
+            "entry_script": entry,
+            "model": {"name": "shapes-classifier", "version": "1"},
+            "model_dir": str(model_dir),
+            "month_dir": str(workspace.month_dir(month_container.container_name, f"{MONTH}/")),
+            "program_arguments": ["--state", str(state), *arguments],
+            "settings": {"mini_batch_size": 1, "max_concurrency_per_instance": 1, **settings},
+        }
+    return make
 
 
 def _wait(workspace, name, timeout=60):
@@ -61,10 +72,9 @@ def _env(azurite):
     return {jobs.STORAGE_ENV: azurite.connection_string}
 
 
-def test_a_job_runs_in_its_own_process_and_completes(tmp_path, azurite, month_container):
+def test_a_job_runs_in_its_own_process_and_completes(tmp_path, azurite, month_container, workspace, spec):
     _upload(month_container, ["a.jpg", "sub dir/b.jpg", "bad.jpg"])
-    workspace = LocalWorkspace(tmp_path / "ws")
-    submitted = jobs.submit(workspace, "job-1", _spec(month_container, tmp_path), env=_env(azurite))
+    submitted = jobs.submit(workspace, "job-1", spec(), env=_env(azurite))
     assert submitted["status"] == jobs.JobStatus.PREPARING
     status = _wait(workspace, "job-1")
     assert status["status"] == jobs.JobStatus.COMPLETED, status
@@ -74,28 +84,25 @@ def test_a_job_runs_in_its_own_process_and_completes(tmp_path, azurite, month_co
     assert jobs.STORAGE_ENV not in (workspace.job_dir("job-1") / "spec.json").read_text()
 
 
-def test_job_names_are_used_once(tmp_path, azurite, month_container):
+def test_job_names_are_used_once(tmp_path, azurite, month_container, workspace, spec):
     _upload(month_container, ["a.jpg"])
-    workspace = LocalWorkspace(tmp_path / "ws")
-    jobs.submit(workspace, "job-1", _spec(month_container, tmp_path), env=_env(azurite))
+    jobs.submit(workspace, "job-1", spec(), env=_env(azurite))
     with pytest.raises(WorkspaceError, match="already exists"):
-        jobs.submit(workspace, "job-1", _spec(month_container, tmp_path), env=_env(azurite))
+        jobs.submit(workspace, "job-1", spec(), env=_env(azurite))
     _wait(workspace, "job-1")
 
 
-def test_a_threshold_breach_fails_the_job_with_one_line(tmp_path, azurite, month_container):
+def test_a_threshold_breach_fails_the_job_with_one_line(tmp_path, azurite, month_container, workspace, spec):
     _upload(month_container, ["bad1.jpg", "bad2.jpg", "ok.jpg"])
-    workspace = LocalWorkspace(tmp_path / "ws")
-    jobs.submit(workspace, "job-1", _spec(month_container, tmp_path, error_threshold=1), env=_env(azurite))
+    jobs.submit(workspace, "job-1", spec(error_threshold=1), env=_env(azurite))
     status = _wait(workspace, "job-1")
     assert status["status"] == jobs.JobStatus.FAILED
     assert "above error_threshold=1" in status["error"] and "\n" not in status["error"]
 
 
-def test_cancel_stops_the_process_group(tmp_path, azurite, month_container):
+def test_cancel_stops_the_process_group(tmp_path, azurite, month_container, workspace, spec):
     _upload(month_container, ["hang.jpg"])
-    workspace = LocalWorkspace(tmp_path / "ws")
-    jobs.submit(workspace, "job-1", _spec(month_container, tmp_path), env=_env(azurite))
+    jobs.submit(workspace, "job-1", spec(), env=_env(azurite))
     runs_log = tmp_path / "entry-state" / "runs.log"
     _wait_for(runs_log.exists)  # a worker is inside run()
     process = read_json(workspace.job_dir("job-1") / jobs.PROCESS_FILE)
@@ -105,11 +112,10 @@ def test_cancel_stops_the_process_group(tmp_path, azurite, month_container):
         os.killpg(process["pid"], 0)
 
 
-def test_a_killed_job_is_failed_then_resumes_where_it_stopped(tmp_path, azurite, month_container):
+def test_a_killed_job_is_failed_then_resumes_where_it_stopped(tmp_path, azurite, month_container, workspace, spec):
     _upload(month_container, ["0-slow.jpg", "1-slow.jpg", "2-slow.jpg", "3-slow.jpg"])
-    workspace = LocalWorkspace(tmp_path / "ws")
-    jobs.submit(workspace, "job-1", _spec(month_container, tmp_path), env=_env(azurite))
-    rows = workspace.job_dir("job-1") / "rows"
+    jobs.submit(workspace, "job-1", spec(), env=_env(azurite))
+    rows = workspace.month_dir(month_container.container_name, f"{MONTH}/") / "rows"
     _wait_for(lambda: rows.is_dir() and len(list(rows.glob("*.jsonl"))) >= 2)
     process = read_json(workspace.job_dir("job-1") / jobs.PROCESS_FILE)
     os.killpg(process["pid"], signal.SIGKILL)
@@ -127,13 +133,22 @@ def test_a_killed_job_is_failed_then_resumes_where_it_stopped(tmp_path, azurite,
     assert len(rescored) == 4 - len(done_before)
 
 
-def test_a_blob_name_that_is_no_safe_path_is_listed_not_lost(tmp_path, azurite, month_container):
+def test_a_blob_name_that_is_no_safe_path_is_listed_not_lost(tmp_path, azurite, month_container, workspace, spec):
     _upload(month_container, ["ok.jpg", "odd//name.jpg", "folder-marker/"])
-    workspace = LocalWorkspace(tmp_path / "ws")
-    jobs.submit(workspace, "job-1", _spec(month_container, tmp_path), env=_env(azurite))
+    jobs.submit(workspace, "job-1", spec(), env=_env(azurite))
     status = _wait(workspace, "job-1")
     assert status["counts"] == {"inputs": 3, "scored": 1, "errors": 2}
     with open(workspace.job_dir("job-1") / "outputs" / "errors.csv", encoding="utf-8") as handle:
         errors = {row["image"]: row for row in csv.DictReader(handle)}
     assert set(errors) == {"odd//name.jpg", "folder-marker/"}
     assert "rename the blob" in errors["odd//name.jpg"]["message"]
+
+
+def test_attempts_share_one_download_of_the_month_and_it_is_removed_once_completed(azurite, month_container,
+                                                                                  workspace, spec):
+    _upload(month_container, ["a.jpg", "b.jpg"])
+    inputs = workspace.month_dir(month_container.container_name, f"{MONTH}/") / "inputs"
+    jobs.submit(workspace, "job-1", spec(), env=_env(azurite))
+    assert _wait(workspace, "job-1")["status"] == jobs.JobStatus.COMPLETED
+    assert not inputs.exists()
+    assert not (workspace.job_dir("job-1") / "inputs").exists()  # no copy of the month per attempt

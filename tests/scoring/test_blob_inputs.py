@@ -1,29 +1,82 @@
-"""Fetching a blob month folder: streamed, resumable, unsafe names reported, never a half file inside."""
+"""Fetching a blob month folder: streamed, shared by attempts, per-item path errors, bounded outages."""
 
-from scoring.blob_inputs import download_prefix, safe_relative_path
+import pytest
+
+from scoring.blob_inputs import StorageUnavailable, container_client, fetch_prefix, safe_relative_path
+
+
+def _fetch(container, prefix, folder, **kwargs) -> dict:
+    return {item.name: item for item in fetch_prefix(container, prefix, folder, **kwargs)}
 
 
 def test_downloads_every_blob_under_the_prefix_and_only_those(tmp_path, blob_service):
     container = blob_service.create_container("fetchtest")
     for name in ("202610/a.jpg", "202610/sub dir/é.png", "202611/other.jpg"):
         container.upload_blob(name, name.encode())
-    count, unsafe = download_prefix(container, "202610/", tmp_path / "in")
-    assert (count, unsafe) == (2, {})
+    items = _fetch(container, "202610/", tmp_path / "in")
+    assert sorted(items) == ["a.jpg", "sub dir/é.png"]
+    assert all(item.identity and item.failure is None for item in items.values())
     assert sorted(p.relative_to(tmp_path / "in").as_posix() for p in (tmp_path / "in").rglob("*") if p.is_file()) \
         == ["a.jpg", "sub dir/é.png"]
     assert (tmp_path / "in" / "a.jpg").read_bytes() == b"202610/a.jpg"
 
 
-def test_files_already_fetched_are_kept(tmp_path, blob_service):
+def test_an_attempt_keeps_files_with_the_same_etag_and_fetches_changed_ones(tmp_path, blob_service):
     container = blob_service.create_container("fetchkeep")
     container.upload_blob("m/a.jpg", b"12345")
-    download_prefix(container, "m/", tmp_path / "in")
-    (tmp_path / "in" / "a.jpg").write_bytes(b"54321")  # same size: not fetched again
-    download_prefix(container, "m/", tmp_path / "in")
-    assert (tmp_path / "in" / "a.jpg").read_bytes() == b"54321"
+    container.upload_blob("m/b.jpg", b"bbbbb")
+    first = _fetch(container, "m/", tmp_path / "in")
+    (tmp_path / "in" / "a.jpg").write_bytes(b"local")  # a marker: kept only if not fetched again
+    container.upload_blob("m/b.jpg", b"changed", overwrite=True)
+    container.delete_blob("m/a.jpg")
+    container.upload_blob("m/a.jpg", b"12345")  # same bytes, new blob: a new ETag, so fetched again
+    container.upload_blob("m/c.jpg", b"new")
+    second = _fetch(container, "m/", tmp_path / "in")
+    assert second["b.jpg"].identity != first["b.jpg"].identity
+    assert (tmp_path / "in" / "a.jpg").read_bytes() == b"12345"
+    assert (tmp_path / "in" / "b.jpg").read_bytes() == b"changed"
+    (tmp_path / "in" / "c.jpg").write_bytes(b"marker")
+    _fetch(container, "m/", tmp_path / "in")
+    assert (tmp_path / "in" / "c.jpg").read_bytes() == b"marker"  # same ETag: not fetched a third time
 
 
-def test_unsafe_names_are_reported_not_written():
+def test_local_files_of_deleted_blobs_are_removed(tmp_path, blob_service):
+    container = blob_service.create_container("fetchstale")
+    container.upload_blob("m/a.jpg", b"a")
+    container.upload_blob("m/gone.jpg", b"g")
+    _fetch(container, "m/", tmp_path / "in")
+    container.delete_blob("m/gone.jpg")
+    assert sorted(_fetch(container, "m/", tmp_path / "in")) == ["a.jpg"]
+    assert not (tmp_path / "in" / "gone.jpg").exists()
+
+
+def test_names_a_local_disk_cannot_hold_are_items_with_a_reason_not_job_failures(tmp_path, blob_service):
+    container = blob_service.create_container("fetchclash")
+    long_segment = "x" * 300 + ".jpg"
+    for name in ("m/x.jpg", "m/x.jpg/inner.jpg", f"m/{long_segment}", "m/ok.jpg", "m/a//b.jpg"):
+        container.upload_blob(name, b"data")
+    items = _fetch(container, "m/", tmp_path / "in")
+    assert sorted(items) == sorted(["x.jpg", "x.jpg/inner.jpg", long_segment, "ok.jpg", "a//b.jpg"])
+    assert items["ok.jpg"].failure is None
+    clash = [items[name] for name in ("x.jpg", "x.jpg/inner.jpg") if items[name].failure]
+    assert len(clash) == 1 and "a file and a folder of the same name" in clash[0].failure[1]
+    assert "longer than the local filesystem allows" in items[long_segment].failure[1]
+    assert "an empty, '.' or '..' path segment" in items["a//b.jpg"].failure[1]
+
+
+def test_an_unreachable_store_fails_in_one_line_naming_it_after_the_outage_time(tmp_path):
+    endpoint = "http://127.0.0.1:9/devstoreaccount1"  # nothing listens on the discard port
+    connection_string = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+                         f"AccountKey=a2V5;BlobEndpoint={endpoint};")
+    with pytest.raises(StorageUnavailable) as raised:
+        list(fetch_prefix(container_client(connection_string, "images"), "202610/", tmp_path / "in", outage_s=2))
+    message = str(raised.value)
+    assert message.startswith(f"the blob store at {endpoint}/images/202610/ did not answer for 2s; last error: ")
+    assert "\n" not in message and "a2V5" not in message
+
+
+def test_unsafe_names_are_refused_as_paths():
     assert safe_relative_path("a/b.jpg").as_posix() == "a/b.jpg"
-    for name in ("../x.jpg", "/etc/passwd", "a/../../b", "a\\\\b.jpg", "", "./a.jpg", "a//b.jpg", "dir/"):
+    assert safe_relative_path("a\\b.jpg").as_posix() == "a\\b.jpg"  # a backslash is a character on Linux
+    for name in ("../x.jpg", "/etc/passwd", "a/../../b", "", "./a.jpg", "a//b.jpg", "dir/"):
         assert safe_relative_path(name) is None, name

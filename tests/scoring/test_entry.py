@@ -4,6 +4,7 @@ import csv
 import json
 from pathlib import Path
 
+from scoring.items import walk_folder
 from scoring.job_settings import JobSettings
 from scoring.parallel_runner import ParallelJob, run_parallel_job
 from scoring.rows import PREDICTION_COLUMNS
@@ -19,10 +20,10 @@ def test_entry_script_scores_good_images_and_lists_broken_ones(tmp_path, model_d
         entry_script=PROJECT_ROOT / "scoring" / "entry.py", code_root=PROJECT_ROOT, input_root=inputs,
         work_dir=tmp_path / "work",
         program_arguments=("--model_dir", str(model_dir), "--month", "202610", "--input_root", str(inputs),
-                           "--batch_size", "4"),
+                           *JobSettings(batch_size=4).program_arguments()),
         settings=JobSettings(mini_batch_size=4, max_concurrency_per_instance=1),
     )
-    result = run_parallel_job(job)
+    result = run_parallel_job(job, walk_folder(inputs))
     with open(job.work_dir / "outputs" / "predictions.csv", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         assert tuple(reader.fieldnames) == PREDICTION_COLUMNS

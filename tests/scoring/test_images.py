@@ -120,3 +120,42 @@ def test_preprocessor_uses_the_metadata_constants(tmp_path):
     tensor = Preprocessor(preprocessing)(Image.new("RGB", (90, 60), (255, 0, 0)))
     assert tuple(tensor.shape) == (3, 32, 32)
     assert tensor[0].min().item() == pytest.approx(1.0) and tensor[1].max().item() == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("size", [(1, 10_000_000), (100_000, 1)])
+def test_an_extreme_aspect_ratio_is_too_large_before_any_decoding(tmp_path, size):
+    """The fault probe's 178-byte 1 x 10,000,000 PNG passed the pixel limit and blew up at the resize."""
+    from PIL import Image
+
+    path = tmp_path / "strip.png"
+    Image.new("L", size).save(path, optimize=True)
+    assert path.stat().st_size < 100_000
+    with pytest.raises(ImageDecodeError) as caught:
+        decode_image(path, max_pixels=64_000_000, min_side=64)
+    assert caught.value.error_type == "too_large"
+    assert "aspect ratio" in caught.value.message and "above the limit of 64000000" in caught.value.message
+
+
+def test_an_unexpected_exception_in_one_file_costs_that_file_only(tmp_path, model_dir, monkeypatch):
+    """A decoder raising a type nobody listed becomes that image's row; its neighbours are scored."""
+    import json
+
+    from scoring import mini_batch
+    from scoring.mini_batch import MiniBatchScorer
+
+    for name in ("a.jpg", "boom.jpg", "c.jpg"):
+        (tmp_path / name).write_bytes(image_bytes("JPEG"))
+    real_decode = mini_batch.decode_image
+
+    def decode(path, **kwargs):
+        if str(path).endswith("boom.jpg"):
+            raise KeyError("an exotic chunk")
+        return real_decode(path, **kwargs)
+
+    monkeypatch.setattr(mini_batch, "decode_image", decode)
+    scorer = MiniBatchScorer(model_dir=model_dir, month="202610", input_root=str(tmp_path))
+    rows = {row["image"]: row for row in map(json.loads, scorer.score([str(tmp_path / n) for n in
+                                                                        ("a.jpg", "boom.jpg", "c.jpg")]))}
+    assert rows["boom.jpg"]["error_type"] == "unexpected"
+    assert rows["boom.jpg"]["message"] == "KeyError while decoding: 'an exotic chunk'"
+    assert "label" in rows["a.jpg"] and "label" in rows["c.jpg"]

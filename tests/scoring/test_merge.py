@@ -11,7 +11,7 @@ def _scored(image):
 
 
 def _read(path):
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -47,3 +47,27 @@ def test_names_with_commas_quotes_and_unicode_survive(tmp_path):
     name = 'dir, with "quotes"/café 1.jpg'
     merge_rows([_scored(name)], [name], tmp_path)
     assert _read(tmp_path / "predictions.csv")[0]["image"] == name
+
+
+def test_any_file_name_round_trips_through_the_csvs_and_passes_validation(tmp_path):
+    """Property-style: names a blob store or a filesystem allows, written, read back and validated unchanged."""
+    import random
+
+    from batch_scoring.publish import validate_outputs
+    from scoring.items import encode_name
+
+    rng = random.Random(11)
+    pieces = ["a", "é", "\r", "\n", "\r\n", '"', "'", ",", ";", "=", "-", "+", "@", " ", "\t", "\x01", "\x7f",
+              "\\", "😀", "\u2028", "%", "#"]
+    names = {"=cmd|' /C calc'!A0.jpg", "-1+1.png", "line\rbreak.jpg", 'quo"te,comma.jpg',
+             encode_name("caf\udce9.jpg")}
+    while len(names) < 300:
+        names.add("".join(rng.choice(pieces) for _ in range(rng.randint(1, 8))) + ".jpg")
+    names = sorted(names)
+    scored, failed = names[::2], names[1::2]
+    rows = [_scored(name) for name in scored] + [parse_row(error_row(n, "corrupt", "bad")) for n in failed]
+    merge_rows(rows, names, tmp_path)
+    assert [row["image"] for row in _read(tmp_path / "predictions.csv")] == scored
+    assert [row["image"] for row in _read(tmp_path / "errors.csv")] == failed
+    counts = validate_outputs(tmp_path, names, month="202610", model_name="m", model_version="1")
+    assert (counts.inputs, counts.scored, counts.errors) == (300, 150, 150)

@@ -1,21 +1,24 @@
 """The Azure ML backend: azure-ai-ml v2 on a real workspace.
 
 The month's job is a pipeline of two steps: a parallel step (`parallel_run_function`)
-running `scoring/entry.py` over the month's data asset with the DESIGN.md job
-settings and `append_row_to`, then a command step (`python -m scoring.merge`)
+running `scoring/entry.py` over the month's data asset with the job
+settings (docs/contracts.md) and `append_row_to`, then a command step (`python -m scoring.merge`)
 that turns the appended rows into `predictions.csv` and `errors.csv`, accounting
 for every input. azure.ai.ml is imported only inside this module's methods.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import shlex
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from batch_scoring.backends.base import (
+    FINISHED_STATUSES,
     BackendError,
     ComputeSpec,
     DataAsset,
@@ -25,6 +28,7 @@ from batch_scoring.backends.base import (
     ScoringJobSpec,
     attempt_name,
 )
+from scoring.job_settings import AUTO, PARALLEL, JobSettings, settings_fields
 from scoring.merge import PREDICTIONS_FILE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -50,6 +54,29 @@ def scoring_environment(reference: str | None = None):
     return Environment(image=BASE_IMAGE, conda_file=str(CONDA_FILE))
 
 
+# Azure's GPU VM families (NC, ND, NG, NV): their nodes carry NVIDIA GPUs.
+_GPU_VM_SIZE = re.compile(r"^Standard_N", re.IGNORECASE)
+
+
+def is_gpu_vm_size(vm_size: str | None) -> bool:
+    return bool(vm_size and _GPU_VM_SIZE.match(vm_size))
+
+
+def for_compute(settings: JobSettings, vm_size: str | None) -> JobSettings:
+    """`device=auto` on a GPU cluster means CUDA: its nodes fail at init() without it, never score on CPU."""
+    if settings.device == AUTO and is_gpu_vm_size(vm_size):
+        return dataclasses.replace(settings, device="cuda")
+    return settings
+
+
+def parallel_settings(settings: JobSettings) -> dict[str, Any]:
+    """`parallel_run_function`'s keyword arguments for the parallel settings: its own names, nested as it wants."""
+    values = {field.name: getattr(settings, field.name) for field in settings_fields(PARALLEL)}
+    values["retry_settings"] = {"max_retries": values.pop("max_retries"), "timeout": values.pop("timeout")}
+    values["mini_batch_size"] = str(values["mini_batch_size"])
+    return values
+
+
 def build_pipeline_job(spec: ScoringJobSpec, *, code_dir: Path, environment: Any):
     """The month's pipeline job, built offline; `submit_job` sends it."""
     from azure.ai.ml import Input, Output, command, dsl
@@ -66,18 +93,13 @@ def build_pipeline_job(spec: ScoringJobSpec, *, code_dir: Path, environment: Any
         },
         outputs={"rows": Output(type=AssetTypes.URI_FILE)},
         input_data="${{inputs.images}}",
-        instance_count=settings.instance_count,
-        max_concurrency_per_instance=settings.max_concurrency_per_instance,
-        mini_batch_size=str(settings.mini_batch_size),
-        mini_batch_error_threshold=settings.mini_batch_error_threshold,
-        error_threshold=settings.error_threshold,
-        retry_settings={"max_retries": settings.max_retries, "timeout": settings.timeout},
-        logging_level=settings.logging_level,
+        **parallel_settings(settings),
         task=RunFunction(
             code=str(code_dir),
             entry_script="scoring/entry.py",
             program_arguments=(
-                f"--model_dir ${{{{inputs.model}}}} --input_root ${{{{inputs.images}}}} --month {spec.month}"
+                f"--model_dir ${{{{inputs.model}}}} --input_root ${{{{inputs.images}}}} --month {spec.month} "
+                + shlex.join(settings.program_arguments())
             ),
             environment=environment,
             append_row_to="${{outputs.rows}}",
@@ -168,6 +190,7 @@ class AzureMLBackend:
     def submit_job(self, spec: ScoringJobSpec) -> JobInfo:
         from azure.core.exceptions import ResourceExistsError
 
+        spec = dataclasses.replace(spec, settings=for_compute(spec.settings, self._vm_size(spec.compute)))
         with tempfile.TemporaryDirectory(prefix="batch-scoring-code-") as scratch:
             code_dir = Path(self._code_dir) if self._code_dir else stage_code(Path(scratch))
             job = build_pipeline_job(spec, code_dir=code_dir, environment=scoring_environment(self._environment))
@@ -176,6 +199,14 @@ class AzureMLBackend:
             except ResourceExistsError:
                 raise JobAlreadyExists(f"job {spec.name!r} already exists in the workspace") from None
         return _job_info(created)
+
+    def _vm_size(self, compute_name: str) -> str | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return getattr(self.client.compute.get(compute_name), "size", None)
+        except ResourceNotFoundError:
+            return None
 
     def get_job(self, name: str) -> JobInfo:
         from azure.core.exceptions import ResourceNotFoundError
@@ -202,7 +233,7 @@ class AzureMLBackend:
 
     def cancel_job(self, name: str) -> JobInfo:
         info = self.get_job(name)
-        if info.terminal:
+        if info.status in FINISHED_STATUSES:
             return info
         self.client.jobs.begin_cancel(name).result()
         return self.get_job(name)

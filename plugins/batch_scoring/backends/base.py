@@ -34,6 +34,8 @@ class JobStatus:
 
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.NOT_RESPONDING})
 FAILURE_STATES = frozenset({JobStatus.FAILED, JobStatus.CANCELED, JobStatus.NOT_RESPONDING})
+# Nothing of the job runs any more: there is nothing to cancel. (NotResponding may still run.)
+FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED})
 
 
 def attempt_name(base_name: str, attempt: int) -> str:

@@ -25,9 +25,7 @@ from batch_scoring.backends.base import (
     JobInfo,
     JobStatus,
     ScoringJobSpec,
-    attempt_name,
     attempt_number,
-    split_attempt,
 )
 
 _DATASTORE_PATH = re.compile(r"^azureml://datastores/(?P<datastore>[^/]+)/paths/(?P<prefix>.+)$")
@@ -94,7 +92,10 @@ class LocalBackend:
             "input": {"container": container, "prefix": prefix},
             "code_root": str(jobs.PROJECT_ROOT),
             "entry_script": "scoring/entry.py",
-            "program_arguments": ["--model_dir", str(model_dir), "--month", spec.month],
+            "model_dir": str(model_dir),
+            "month_dir": str(self.workspace.month_dir(container, prefix)),
+            "program_arguments": ["--model_dir", str(model_dir), "--month", spec.month,
+                                  *spec.settings.program_arguments()],
             "settings": spec.settings.to_dict(),
             "compute": spec.compute,
             "model": {"name": spec.model_name, "version": spec.model_version},
@@ -102,26 +103,13 @@ class LocalBackend:
             "tags": dict(spec.tags),
         }
         try:
-            status = jobs.submit(self.workspace, spec.name, job_spec, resume_from=self._earlier_attempt(spec.name),
+            status = jobs.submit(self.workspace, spec.name, job_spec,
                                  env={jobs.STORAGE_ENV: self._storage_connection_string})
         except jobs.JobExists as error:
             raise JobAlreadyExists(str(error)) from None
         except WorkspaceError as error:
             raise BackendError(str(error)) from None
         return self._info(spec.name, status)
-
-    def _earlier_attempt(self, name: str) -> str | None:
-        """The latest earlier attempt of this job that did not complete: its finished mini-batches carry over."""
-        base, attempt = split_attempt(name)
-        for earlier in range(attempt - 1, -1, -1):
-            candidate = attempt_name(base, earlier)
-            try:
-                status = jobs.get(self.workspace, candidate)["status"]  # notices a killed process too
-            except WorkspaceError:
-                continue
-            if status in (JobStatus.FAILED, JobStatus.CANCELED):
-                return candidate
-        return None
 
     def get_job(self, name: str) -> JobInfo:
         try:
@@ -146,26 +134,11 @@ class LocalBackend:
         return destination
 
     def _info(self, name: str, status: dict) -> JobInfo:
-        log_file = self.workspace.job_dir(name) / jobs.LOG_FILE
-        details = {key: status[key] for key in ("counts", "submitted_at", "finished_at") if key in status}
-        progress = last_progress_line(log_file)
+        job_dir = self.workspace.job_dir(name)
+        details = {key: status[key] for key in ("counts", "submitted_at", "started_at", "finished_at") if key in status}
+        progress = read_json(job_dir / jobs.PROGRESS_FILE)
         if progress:
             details["progress"] = progress
-        spec = read_json(self.workspace.job_dir(name) / jobs.SPEC_FILE) or {}
-        return JobInfo(name=name, status=status["status"], error=status.get("error"), url=log_file.as_uri(),
-                       details=details, tags=spec.get("tags", {}))
-
-
-def last_progress_line(log_file: Path, tail_bytes: int = 16384) -> str | None:
-    """The job's latest progress or summary line, for the wait task's log."""
-    try:
-        with open(log_file, "rb") as handle:
-            handle.seek(max(0, log_file.stat().st_size - tail_bytes))
-            lines = handle.read().decode("utf-8", errors="replace").splitlines()
-    except FileNotFoundError:
-        return None
-    for line in reversed(lines):
-        for marker in ("progress: ", "job done: ", "job starts: "):
-            if marker in line:
-                return line[line.index(marker):]
-    return None
+        spec = read_json(job_dir / jobs.SPEC_FILE) or {}
+        return JobInfo(name=name, status=status["status"], error=status.get("error"),
+                       url=(job_dir / jobs.LOG_FILE).as_uri(), details=details, tags=spec.get("tags", {}))

@@ -17,15 +17,16 @@ from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException
 from airflow.sdk.execution_time.xcom import XCom
 
-from batch_scoring.backends.base import (
-    ComputeSpec,
-    DataAsset,
-    JobAlreadyExists,
-    JobStatus,
-    ScoringJobSpec,
-    attempt_name,
-    attempt_number,
+from batch_scoring.attempts import (
+    INPUTS_TAG,
+    MODEL_TAG,
+    RUN_TAG,
+    AttemptConflict,
+    ensure_job,
+    spec_from_dict,
+    spec_to_dict,
 )
+from batch_scoring.backends.base import FAILURE_STATES, ComputeSpec, DataAsset, ScoringJobSpec
 from batch_scoring.hooks.azure_ml import AzureMLHook
 from batch_scoring.month import validate_month
 from batch_scoring.triggers.azure_ml import AzureMLJobTrigger, job_event, still_running
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 JOB_NAME_KEY = "job_name"
 JOB_URL_KEY = "job_url"
+JOB_SPEC_KEY = "job_spec"
 
 
 class AzureMLJobFailed(AirflowException):
@@ -122,10 +124,10 @@ class AzureMLRegisterDataAssetOperator(_AzureMLOperator):
 class AzureMLSubmitScoringJobOperator(_AzureMLOperator):
     """Submit the month's scoring pipeline, or reattach to it: never two live jobs for one month.
 
-    The job name is deterministic (`job_name`); a retry finds that family of jobs and
-    reattaches to an active one, returns one that completed with the same model, or
-    submits with a new suffix (`-r1`, `-r2`…) when every earlier try failed, was
-    cancelled, or scored with another model (rescoring a month with a new model).
+    The job name is deterministic (`job_name`); the attempt policy (`batch_scoring.attempts`)
+    reattaches to a live attempt, returns one that completed with the same model over the same
+    inputs, or submits the next (`-r1`, `-r2`…). The job it wants is pushed to XCom (`job_spec`)
+    so that the wait task can submit the next attempt when a retry finds this one failed.
 
     :param job_name: base job name, unique per (DAG, month).
     :param month: YYYYMM.
@@ -134,21 +136,23 @@ class AzureMLSubmitScoringJobOperator(_AzureMLOperator):
     :param model_name: registered model name.
     :param model_version: registered model version.
     :param compute_name: compute target.
-    :param job_settings: DESIGN.md job settings (mini_batch_size, error_threshold…).
+    :param job_settings: job settings and scoring profile (scoring.job_settings; docs/contracts.md).
+    :param inputs_fingerprint: digest of the month's blob names and ETags; a completed job is reused
+        only for the same one.
     :param experiment_name: experiment the job is filed under.
     """
 
     template_fields: Sequence[str] = (
         "job_name", "month", "data_asset_name", "data_asset_version", "model_name", "model_version",
-        "compute_name", "job_settings", "experiment_name",
+        "compute_name", "job_settings", "inputs_fingerprint", "experiment_name",
     )
     template_fields_renderers = {"job_settings": "json"}
     operator_extra_links = (AzureMLStudioLink(),)
 
     def __init__(self, *, job_name: str, month: str, data_asset_name: str, data_asset_version: str,
                  model_name: str, model_version: str, compute_name: str,
-                 job_settings: dict[str, Any] | None = None, experiment_name: str = "monthly-batch-scoring",
-                 **kwargs):
+                 job_settings: dict[str, Any] | None = None, inputs_fingerprint: str | None = None,
+                 experiment_name: str = "monthly-batch-scoring", **kwargs):
         super().__init__(**kwargs)
         self.job_name = job_name
         self.month = month
@@ -158,45 +162,27 @@ class AzureMLSubmitScoringJobOperator(_AzureMLOperator):
         self.model_version = model_version
         self.compute_name = compute_name
         self.job_settings = job_settings or {}
+        self.inputs_fingerprint = inputs_fingerprint
         self.experiment_name = experiment_name
 
     def execute(self, context: Context) -> str:
         month = validate_month(self.month)
-        base = sanitize_job_name(self.job_name)
-        settings = JobSettings.from_dict(self.job_settings)
-        model = f"{self.model_name}:{self.model_version}"
-        backend = self.hook.backend
-        family = backend.job_attempts(base)
-        active = [info for info in family if not info.terminal]
-        completed = [info for info in family if info.status == JobStatus.COMPLETED and info.tags.get("model") == model]
-        if active:
-            job = active[-1]
-            if job.tags.get("model", model) != model:
-                raise AzureMLJobFailed(
-                    f"job {job.name} for month {month} is {job.status} with model {job.tags['model']}, not {model}: "
-                    f"wait for it or cancel it, then run again ({job.url})"
-                )
-            self.log.info("reattaching to job %s, which is %s", job.name, job.status)
-        elif completed:
-            job = completed[-1]
-            self.log.info("job %s already scored month %s with %s; nothing submitted", job.name, month, model)
-        else:
-            name = attempt_name(base, attempt_number(family[-1].name, base) + 1 if family else 0)
-            spec = ScoringJobSpec(
-                name=name, experiment=self.experiment_name, month=month,
-                data_asset_name=self.data_asset_name, data_asset_version=str(self.data_asset_version),
-                model_name=self.model_name, model_version=str(self.model_version), compute=self.compute_name,
-                settings=settings, tags={"month": month, "dag_id": context["dag"].dag_id, "model": model},
-            )
-            try:
-                job = backend.submit_job(spec)
-                self.log.info("submitted job %s (%s) for month %s", job.name, job.status, month)
-            except JobAlreadyExists:
-                # Another run of the same month submitted it a moment ago: follow that one.
-                job = backend.get_job(name)
-                self.log.info("job %s was just submitted by another run; reattaching (%s)", job.name, job.status)
-        context["ti"].xcom_push(key=JOB_NAME_KEY, value=job.name)
-        context["ti"].xcom_push(key=JOB_URL_KEY, value=job.url)
+        tags = {"month": month, "dag_id": context["dag"].dag_id, MODEL_TAG: f"{self.model_name}:{self.model_version}",
+                RUN_TAG: str(context.get("run_id") or "")}
+        if self.inputs_fingerprint:
+            tags[INPUTS_TAG] = str(self.inputs_fingerprint)
+        wanted = ScoringJobSpec(
+            name=sanitize_job_name(self.job_name), experiment=self.experiment_name, month=month,
+            data_asset_name=self.data_asset_name, data_asset_version=str(self.data_asset_version),
+            model_name=self.model_name, model_version=str(self.model_version), compute=self.compute_name,
+            settings=JobSettings.from_dict(self.job_settings), tags=tags,
+        )
+        try:
+            job = ensure_job(self.hook.backend, wanted, self.log)
+        except AttemptConflict as error:
+            raise AzureMLJobFailed(str(error)) from None
+        context["ti"].xcom_push(key=JOB_SPEC_KEY, value=spec_to_dict(wanted))
+        _push_job(context, job)
         self.log.info("job link: %s", job.url)
         return job.name
 
@@ -204,36 +190,55 @@ class AzureMLSubmitScoringJobOperator(_AzureMLOperator):
 class AzureMLWaitForJobOperator(_AzureMLOperator):
     """Wait for a job to end; deferrable. Completed succeeds; Failed/Canceled raise with the job's error.
 
-    On timeout, and when the task is killed, the job is cancelled.
+    A retry (or a clear) of this task that finds the job ended Failed or Canceled submits the
+    next attempt through the same attempt policy as the submit task, then waits on that one:
+    an Airflow retry retries the month. On timeout, and when the task is killed, the job is
+    cancelled, unless another run submitted it (that run still waits on it).
 
     :param job_name: the job to wait for.
+    :param job_spec: the job the run wants (the submit task's `job_spec` XCom), for resubmitting.
     :param poll_interval: seconds between status checks.
     :param timeout: seconds to wait before cancelling the job and failing.
     :param deferrable: wait in the triggerer instead of holding a worker slot.
     """
 
-    template_fields: Sequence[str] = ("job_name", "poll_interval", "timeout")
+    template_fields: Sequence[str] = ("job_name", "job_spec", "poll_interval", "timeout")
+    template_fields_renderers = {"job_spec": "json"}
     operator_extra_links = (AzureMLStudioLink(),)
 
-    def __init__(self, *, job_name: str, poll_interval: float = 30.0, timeout: float = 24 * 3600,
+    def __init__(self, *, job_name: str, job_spec: dict[str, Any] | None = None, poll_interval: float = 30.0,
+                 timeout: float = 24 * 3600,
                  deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False), **kwargs):
         super().__init__(**kwargs)
         self.job_name = job_name
+        self.job_spec = job_spec
         self.poll_interval = poll_interval
         self.timeout = timeout
         self.deferrable = deferrable
+        self._owns_job = True
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         self.poll_interval, self.timeout = float(self.poll_interval), float(self.timeout)
         info = self.hook.backend.get_job(self.job_name)
-        context["ti"].xcom_push(key=JOB_URL_KEY, value=info.url)
+        if info.status in FAILURE_STATES and self.job_spec and _is_rerun(context):
+            self.log.warning("job %s ended %s%s; this try submits the next attempt", info.name, info.status,
+                             f" ({info.error})" if info.error else "")
+            try:
+                info = ensure_job(self.hook.backend, spec_from_dict(self.job_spec), self.log)
+            except AttemptConflict as error:
+                raise AzureMLJobFailed(str(error)) from None
+            self.job_name = info.name
+        _push_job(context, info)
+        submitted_by = info.tags.get(RUN_TAG)
+        self._owns_job = not submitted_by or submitted_by == str(context.get("run_id") or "")
         end_time = time.time() + self.timeout
         if info.terminal:
             return self._finish(job_event(info))
         if self.deferrable:
             self.defer(
                 trigger=AzureMLJobTrigger(job_name=self.job_name, azure_ml_conn_id=self.azure_ml_conn_id,
-                                          end_time=end_time, poll_interval=self.poll_interval),
+                                          end_time=end_time, poll_interval=self.poll_interval,
+                                          cancel_on_kill=self._owns_job),
                 method_name="execute_complete",
             )
         while not info.terminal:
@@ -257,8 +262,22 @@ class AzureMLWaitForJobOperator(_AzureMLOperator):
         return event
 
     def on_kill(self) -> None:
+        if not self._owns_job:
+            self.log.info("task killed: job %s was submitted by another run, which still waits on it; left running",
+                          self.job_name)
+            return
         self.log.info("task killed: cancelling job %s", self.job_name)
         self.hook.backend.cancel_job(self.job_name)
+
+
+def _push_job(context: Context, job) -> None:
+    context["ti"].xcom_push(key=JOB_NAME_KEY, value=job.name)
+    context["ti"].xcom_push(key=JOB_URL_KEY, value=job.url)
+
+
+def _is_rerun(context: Context) -> bool:
+    """A retry or a clear: the try that failed has told the run already; this one acts on it."""
+    return int(getattr(context["ti"], "try_number", 1) or 1) > 1
 
 
 _JOB_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")

@@ -11,6 +11,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from batch_scoring.backends.base import JobStatus
 from batch_scoring.hooks.azure_ml import AzureMLHook
+from scoring.progress import describe_progress
 
 
 class AzureMLJobTrigger(BaseTrigger):
@@ -20,14 +21,17 @@ class AzureMLJobTrigger(BaseTrigger):
     :param azure_ml_conn_id: the Azure ML connection id.
     :param end_time: epoch seconds after which the job is cancelled and the wait fails.
     :param poll_interval: seconds between two status checks.
+    :param cancel_on_kill: cancel the job when the task is killed (not when another run submitted it).
     """
 
-    def __init__(self, job_name: str, azure_ml_conn_id: str, end_time: float, poll_interval: float = 30.0):
+    def __init__(self, job_name: str, azure_ml_conn_id: str, end_time: float, poll_interval: float = 30.0,
+                 cancel_on_kill: bool = True):
         super().__init__()
         self.job_name = job_name
         self.azure_ml_conn_id = azure_ml_conn_id
         self.end_time = end_time
         self.poll_interval = poll_interval
+        self.cancel_on_kill = cancel_on_kill
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -37,6 +41,7 @@ class AzureMLJobTrigger(BaseTrigger):
                 "azure_ml_conn_id": self.azure_ml_conn_id,
                 "end_time": self.end_time,
                 "poll_interval": self.poll_interval,
+                "cancel_on_kill": self.cancel_on_kill,
             },
         )
 
@@ -62,19 +67,45 @@ class AzureMLJobTrigger(BaseTrigger):
             await asyncio.sleep(min(self.poll_interval, max(0.0, self.end_time - time.time())) or 0.01)
 
     async def on_kill(self) -> None:
-        """The task was killed while deferred: leave no job running."""
-        await asyncio.to_thread(self._hook().backend.cancel_job, self.job_name)
+        """The task was killed while deferred: leave no job of this run running."""
+        if self.cancel_on_kill:
+            await asyncio.to_thread(self._hook().backend.cancel_job, self.job_name)
 
 
 def still_running(info) -> str:
-    """The wait's log line for a live job, with the job's own progress where the backend has it."""
-    progress = info.details.get("progress")
-    return f"job {info.name} is {info.status}" + (f" ({progress})" if progress else "")
+    """The wait's log line for a live job, with the job's own progress where the backend reports it."""
+    progress = info.details.get("progress") or {}
+    if "items_total" in progress:
+        text = describe_progress(progress)
+    else:
+        text = progress.get("phase", "")
+    if progress.get("profile"):
+        text += f"; {progress['profile']}"
+    return f"job {info.name} is {info.status}" + (f" ({text})" if text else "")
+
+
+def job_summary(info) -> str:
+    """What a finished job did, from its status data: counts, duration, throughput, the profile it ran with."""
+    counts, progress = info.details.get("counts") or {}, info.details.get("progress") or {}
+    parts = []
+    if counts:
+        parts.append(f"{counts['inputs']} images, {counts['scored']} scored, {counts['errors']} errors")
+    started, finished = info.details.get("started_at"), info.details.get("finished_at")
+    if started and finished and finished > started:
+        seconds = finished - started
+        rate = f" ({counts['inputs'] / seconds:.1f} img/s)" if counts else ""
+        parts.append(f"in {seconds:.1f}s{rate}")
+    if progress.get("profile"):
+        parts.append(progress["profile"])
+    return "; ".join(parts)
 
 
 def job_event(info) -> dict[str, Any]:
     """The event payload for a terminal job, shared by the trigger and the non-deferred wait."""
     succeeded = info.status == JobStatus.COMPLETED
     message = f"job {info.name} {info.status}" + (f": {info.error}" if info.error and not succeeded else "")
+    summary = job_summary(info)
+    if summary:
+        message += f" ({summary})" if not succeeded else f": {summary}"
     return {"status": "success" if succeeded else "error", "job_name": info.name, "job_status": info.status,
             "url": info.url, "message": message}

@@ -6,15 +6,16 @@ from batch_scoring.hooks.azure_ml import AzureMLHook
 
 
 class RecordingTI:
-    def __init__(self):
+    def __init__(self, try_number: int = 1):
         self.xcom: dict[str, object] = {}
+        self.try_number = try_number
 
     def xcom_push(self, key, value):
         self.xcom[key] = value
 
 
-def context() -> dict:
-    return {"ti": RecordingTI(), "dag": SimpleNamespace(dag_id="monthly_batch_scoring")}
+def context(*, try_number: int = 1, run_id: str = "scheduled__2026-11-01") -> dict:
+    return {"ti": RecordingTI(try_number), "dag": SimpleNamespace(dag_id="monthly_batch_scoring"), "run_id": run_id}
 
 
 def with_backend(operator, backend):

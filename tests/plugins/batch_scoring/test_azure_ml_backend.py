@@ -125,3 +125,55 @@ def test_outputs_are_downloaded_only_from_a_completed_job(tmp_path):
     client.jobs.outputs[SPEC.name] = {"predictions.csv": "image\n", "errors.csv": "image\n"}
     folder = backend.download_outputs(SPEC.name, tmp_path)
     assert (folder / "predictions.csv").read_text() == "image\n"
+
+
+def _program_arguments(job) -> list[str]:
+    import shlex
+
+    return shlex.split(yaml.safe_load(job._to_yaml())["jobs"]["score_images"]["task"]["program_arguments"])
+
+
+def test_the_parallel_step_carries_the_scoring_profile(job):
+    arguments = _program_arguments(job)
+    assert arguments[arguments.index("--month") + 1] == "202610"
+    profile = arguments[arguments.index("--device"):]
+    assert profile == SETTINGS.program_arguments()
+    assert "--precision" in profile and "--channels_last" in profile and "--decode_threads" in profile
+
+
+def test_auto_device_on_a_gpu_cluster_becomes_cuda_so_a_node_without_it_fails_at_init():
+    from azure.ai.ml.entities import AmlCompute
+
+    client = FakeMLClient()
+    client.compute.computes["gpu-cluster"] = AmlCompute(name="gpu-cluster", size="Standard_NC4as_T4_v3")
+    client.compute.computes["cpu-cluster"] = AmlCompute(name="cpu-cluster", size="Standard_D4s_v3")
+    backend = AzureMLBackend(client)
+    backend.submit_job(SPEC)
+    backend.submit_job(ScoringJobSpec(**{**SPEC.__dict__, "name": "on-cpu", "compute": "cpu-cluster"}))
+    on_gpu = _program_arguments(client.jobs.jobs[SPEC.name].submitted)
+    on_cpu = _program_arguments(client.jobs.jobs["on-cpu"].submitted)
+    assert on_gpu[on_gpu.index("--device") + 1] == "cuda"
+    assert on_cpu[on_cpu.index("--device") + 1] == "auto"
+
+
+@pytest.mark.parametrize("level", ["DEBUG", "INFO", "WARNING"])
+def test_every_allowed_logging_level_builds_a_job_the_sdk_accepts(tmp_path, level):
+    import dataclasses
+
+    spec = dataclasses.replace(SPEC, settings=dataclasses.replace(SETTINGS, logging_level=level))
+    built = build_pipeline_job(spec, code_dir=stage_code(tmp_path), environment=scoring_environment())
+    result = built._validate()
+    assert result.passed, result.error_messages
+    assert yaml.safe_load(built._to_yaml())["jobs"]["score_images"]["logging_level"] == level
+
+
+def test_the_sdk_itself_refuses_what_the_settings_refuse(tmp_path):
+    """The reason ERROR is not offered: azure-ai-ml's parallel schema accepts DEBUG, INFO and WARNING only."""
+    from azure.ai.ml.parallel import RunFunction, parallel_run_function
+
+    step = parallel_run_function(
+        name="probe", inputs={}, outputs={}, input_data="x", mini_batch_size="1", logging_level="ERROR",
+        task=RunFunction(code=str(stage_code(tmp_path)), entry_script="scoring/entry.py",
+                         environment=scoring_environment()))
+    with pytest.raises(Exception, match="ERROR"):
+        step.component._to_dict()

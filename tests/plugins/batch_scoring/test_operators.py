@@ -41,7 +41,10 @@ def _wait(client, **kwargs):
 def test_first_submit_creates_the_job_and_pushes_its_id_and_link_first(client):
     name, ctx = _submit(client)
     assert name == BASE and client.jobs.created == [BASE]
-    assert ctx["ti"].xcom == {"job_name": BASE, "job_url": f"https://ml.azure.com/runs/{BASE}"}
+    assert {k: ctx["ti"].xcom[k] for k in ("job_name", "job_url")} == {
+        "job_name": BASE, "job_url": f"https://ml.azure.com/runs/{BASE}"}
+    assert ctx["ti"].xcom["job_spec"]["name"] == BASE  # what the wait resubmits from, after a failure
+    assert ctx["ti"].xcom["job_spec"]["settings"]["mini_batch_size"] == 8
 
 
 def test_a_retry_reattaches_to_a_running_job(client):
@@ -178,3 +181,68 @@ def test_the_studio_link_is_the_jobs_url_from_xcom(monkeypatch):
     links = {link.name: link for link in operator.operator_extra_links}
     assert links["Azure ML Studio"].get_link(operator, ti_key=None) == f"https://ml.azure.com/runs/{BASE}"
     assert seen["key"] == "job_url"
+
+
+def _failed_job_and_its_spec(client):
+    name, ctx = _submit(client)
+    client.jobs.set_status(BASE, "Failed", error="node preempted")
+    return ctx["ti"].xcom["job_spec"]
+
+
+def test_the_first_try_of_the_wait_reports_a_failed_job_and_submits_nothing(client):
+    spec = _failed_job_and_its_spec(client)
+    with pytest.raises(AzureMLJobFailed, match="node preempted"):
+        _wait(client, job_spec=spec).execute(context(try_number=1))
+    assert client.jobs.created == [BASE]
+
+
+@pytest.mark.parametrize("status", ["Failed", "Canceled"])
+def test_a_retry_of_the_wait_submits_the_next_attempt_and_waits_on_it(client, status):
+    spec = _failed_job_and_its_spec(client)
+    client.jobs.set_status(BASE, status)
+    retry = context(try_number=2)
+    with pytest.raises(TaskDeferred) as deferred:
+        _wait(client, job_spec=spec, deferrable=True).execute(retry)
+    assert client.jobs.created == [BASE, f"{BASE}-r1"]
+    assert deferred.value.trigger.job_name == f"{BASE}-r1"
+    assert retry["ti"].xcom["job_name"] == f"{BASE}-r1"
+    submitted = client.jobs.jobs[f"{BASE}-r1"].submitted
+    assert submitted.tags["model"] == "shapes-classifier:1" and submitted.name == f"{BASE}-r1"
+
+
+def test_a_not_responding_attempt_is_cancelled_before_the_next_one_starts(client):
+    _submit(client)
+    client.jobs.set_status(BASE, "NotResponding")
+    assert _submit(client)[0] == f"{BASE}-r1"
+    assert client.jobs.cancelled == [BASE] and client.jobs.created == [BASE, f"{BASE}-r1"]
+
+
+def test_a_completed_month_whose_blobs_changed_is_scored_again(client):
+    def submit(fingerprint):
+        operator = with_backend(AzureMLSubmitScoringJobOperator(
+            task_id="submit", job_name=BASE, month="202610", data_asset_name="monthly-images",
+            data_asset_version="202610", model_name="shapes-classifier", model_version="1",
+            compute_name="gpu-cluster", inputs_fingerprint=fingerprint), AzureMLBackend(client))
+        return operator.execute(context())
+
+    assert submit("aaa") == BASE
+    client.jobs.set_status(BASE, "Completed")
+    assert submit("aaa") == BASE
+    assert submit("bbb") == f"{BASE}-r1"  # a blob landed after the month completed: never stuck
+    assert client.jobs.jobs[f"{BASE}-r1"].tags["inputs"] == "bbb"
+
+
+def test_killing_the_wait_of_a_run_that_only_reattached_leaves_the_job_running(client):
+    _submit(client, context(run_id="scheduled__2026-11-01"))
+    client.jobs.set_status(BASE, "Running")
+    waiter = _wait(client, deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        waiter.execute(context(run_id="manual__2026-11-26"))
+    assert deferred.value.trigger.cancel_on_kill is False
+    waiter.on_kill()
+    assert client.jobs.cancelled == []
+    owner = _wait(client, deferrable=True)
+    with pytest.raises(TaskDeferred):
+        owner.execute(context(run_id="scheduled__2026-11-01"))
+    owner.on_kill()
+    assert client.jobs.cancelled == [BASE]

@@ -19,6 +19,7 @@ from batch_scoring.operators.azure_ml import (
 from localml import jobs
 from localml.workspace import read_json
 from operator_support import context, with_backend
+from scoring.job_settings import JobSettings
 from support import image_bytes
 
 MONTH = "202609"
@@ -66,6 +67,14 @@ def _kill(backend, name):
     os.killpg(process["pid"], signal.SIGKILL)
 
 
+def test_the_local_job_runs_the_entry_script_with_the_scoring_profile(backend):
+    _submit(backend)
+    arguments = read_json(backend.workspace.job_dir(BASE) / jobs.SPEC_FILE)["program_arguments"]
+    settings = JobSettings(mini_batch_size=2, max_concurrency_per_instance=1)
+    assert arguments[arguments.index("--device"):] == settings.program_arguments()
+    _wait(backend, BASE).execute(context())
+
+
 def test_submit_reattach_wait_and_no_second_job(backend):
     assert _submit(backend) == BASE
     assert _submit(backend) == BASE  # still running: reattached
@@ -94,7 +103,7 @@ def test_the_resubmitted_attempt_keeps_what_the_killed_one_finished(backend, blo
         task_id="register", name="monthly-images", version=month,
         path=f"azureml://datastores/locimages/paths/{month}/"), backend).execute(context())
     _submit(backend, month, base)
-    rows = backend.workspace.job_dir(base) / "rows"
+    rows = backend.workspace.month_dir("locimages", f"{month}/") / "rows"
     deadline = time.monotonic() + 120
     while not (rows.is_dir() and list(rows.glob("*.jsonl"))):
         assert time.monotonic() < deadline, "no mini-batch finished in time"
@@ -103,13 +112,14 @@ def test_the_resubmitted_attempt_keeps_what_the_killed_one_finished(backend, blo
     while backend.get_job(base).status != "Failed":
         assert time.monotonic() < deadline, f"the killed job is {backend.get_job(base).status}, not Failed"
         time.sleep(0.05)
-    finished = len(list(rows.glob("*.jsonl")))
-    assert 0 < finished < 150
+    finished = sum(len(path.read_text().splitlines()) for path in rows.glob("*.jsonl"))
+    assert 0 < finished < 300
     assert _submit(backend, month, base) == f"{base}-r1"
     _wait(backend, f"{base}-r1").execute(context())
     log = (backend.workspace.job_dir(f"{base}-r1") / jobs.LOG_FILE).read_text()
-    assert f"{finished} already done" in log
+    assert f"{finished} finished rows on record" in log and f"({finished} rows reused)" in log
     assert backend.get_job(f"{base}-r1").details["counts"] == {"inputs": 300, "scored": 300, "errors": 0}
+    assert backend.get_job(f"{base}-r1").details["progress"]["reused"] == finished
 
 
 def test_on_kill_leaves_no_job_running(backend):
@@ -137,7 +147,79 @@ def test_registering_another_path_for_the_same_month_is_refused(backend):
         operator.execute(context())
 
 
-def test_the_wait_reports_the_jobs_progress(backend):
+def test_the_wait_reports_the_jobs_progress_as_data(backend):
     _submit(backend)
     _wait(backend, BASE).execute(context())
-    assert backend.get_job(BASE).details["progress"].startswith("job done: 6 images, 6 scored, 0 errors")
+    progress = backend.get_job(BASE).details["progress"]
+    assert {k: progress[k] for k in ("phase", "items_done", "items_total", "batches_done", "batches_total",
+                                     "errors")} == {"phase": "done", "items_done": 6, "items_total": 6,
+                                                    "batches_done": 3, "batches_total": 3, "errors": 0}
+    # The profile the workers resolved at init() (this model records no precision check: fp32).
+    assert progress["profile"].startswith("scoring profile cpu, fp32, channels_last on, batch 32, decode inline")
+
+
+def _rows_scored(backend, name) -> int:
+    return backend.get_job(name).details["progress"]["items_done"] - backend.get_job(name).details["progress"]["reused"]
+
+
+def test_retry_after_a_killed_job_submits_the_next_attempt_and_scores_only_what_is_left(backend, blob_service):
+    """The path an operator hits: job process SIGKILLed, the wait fails, Airflow retries the wait."""
+    import csv
+
+    month, base = "202607", "local-test-202607"
+    container = blob_service.get_container_client("locimages")
+    for index in range(200):
+        container.upload_blob(f"{month}/img{index:03d}.png", image_bytes("PNG", size=(300, 300)), overwrite=True)
+    with_backend(AzureMLRegisterDataAssetOperator(
+        task_id="register", name="monthly-images", version=month,
+        path=f"azureml://datastores/locimages/paths/{month}/"), backend).execute(context())
+    submit = with_backend(AzureMLSubmitScoringJobOperator(
+        task_id="submit", job_name=base, month=month, data_asset_name="monthly-images", data_asset_version=month,
+        model_name="shapes-classifier", model_version="1", compute_name="local-pool",
+        job_settings={"mini_batch_size": 2, "max_concurrency_per_instance": 1}), backend)
+    first = context()
+    assert submit.execute(first) == base
+    rows = backend.workspace.month_dir("locimages", f"{month}/") / "rows"
+    deadline = time.monotonic() + 120
+    while not (rows.is_dir() and len(list(rows.glob("*.jsonl"))) >= 3):
+        assert time.monotonic() < deadline, "no mini-batch finished in time"
+        time.sleep(0.02)
+    _kill(backend, base)
+
+    with pytest.raises(AzureMLJobFailed, match="ended without a final state"):
+        _wait(backend, base, job_spec=first["ti"].xcom["job_spec"]).execute(context(try_number=1))
+    finished = sum(len(path.read_text().splitlines()) for path in rows.glob("*.jsonl"))
+    retry = context(try_number=2)
+    event = _wait(backend, base, job_spec=first["ti"].xcom["job_spec"]).execute(retry)
+    assert event["job_name"] == f"{base}-r1" and event["status"] == "success"
+    assert retry["ti"].xcom["job_name"] == f"{base}-r1"  # what publishing downloads
+    progress = backend.get_job(f"{base}-r1").details["progress"]
+    assert progress["reused"] == finished and progress["items_done"] == 200
+    with open(backend.workspace.job_dir(f"{base}-r1") / "outputs" / "predictions.csv", newline="") as handle:
+        images = [row["image"] for row in csv.DictReader(handle)]
+    assert sorted(images) == [f"img{i:03d}.png" for i in range(200)]  # every image exactly once
+
+
+def test_a_blob_added_after_the_month_completed_is_scored_by_the_next_run(backend, blob_service):
+    from batch_scoring.publish import month_fingerprint
+
+    container = blob_service.get_container_client("locimages")
+
+    def submit():
+        _count, fingerprint = month_fingerprint(container, MONTH)
+        return with_backend(AzureMLSubmitScoringJobOperator(
+            task_id="submit", job_name=BASE, month=MONTH, data_asset_name="monthly-images",
+            data_asset_version=MONTH, model_name="shapes-classifier", model_version="1", compute_name="local-pool",
+            job_settings={"mini_batch_size": 2, "max_concurrency_per_instance": 1},
+            inputs_fingerprint=fingerprint), backend).execute(context())
+
+    assert submit() == BASE
+    _wait(backend, BASE).execute(context())
+    assert submit() == BASE  # nothing changed: nothing submitted
+    container.upload_blob(f"{MONTH}/late.jpg", image_bytes("JPEG"), overwrite=True)
+    assert submit() == f"{BASE}-r1"
+    _wait(backend, f"{BASE}-r1").execute(context())
+    progress = backend.get_job(f"{BASE}-r1").details["progress"]
+    assert (progress["items_total"], progress["reused"]) == (7, 6)  # only the late blob was scored
+    assert backend.get_job(f"{BASE}-r1").details["counts"] == {"inputs": 7, "scored": 7, "errors": 0}
+    container.delete_blob(f"{MONTH}/late.jpg")

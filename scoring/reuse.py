@@ -1,0 +1,82 @@
+"""Exactly once, keyed on what was scored: finished rows are reused only for the same content and scoring.
+
+A row's key is a digest of the item's name and content identity (size and mtime,
+or the blob's ETag) and of the scoring key: the model (name, version and a digest
+of its weights), the month and the scoring profile. A changed file, model, month
+or profile gives another key, so its row is scored again; everything else is
+kept. The cache is a folder of JSON-lines files, each written whole, so a killed
+job loses at most the mini-batches it was running.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from scoring.job_settings import PROFILE, JobSettings, settings_fields
+from scoring.model_metadata import WEIGHTS_FILE, read_metadata
+
+KEY_FIELD = "key"
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def scoring_key(model_dir: Path, month: str, settings: JobSettings) -> str:
+    """What must be equal for a row to stand: model name, version and weights, month, scoring profile."""
+    metadata = read_metadata(Path(model_dir))
+    profile = {field.name: getattr(settings, field.name) for field in settings_fields(PROFILE)}
+    basis = {"model": [metadata.name, metadata.version], "weights": file_digest(Path(model_dir) / WEIGHTS_FILE),
+             "month": month, "profile": profile}
+    return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()
+
+
+def row_key(name: str, identity: str, scoring: str) -> str:
+    return hashlib.sha256(f"{scoring}\0{identity}\0{name}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class RowsCache:
+    """Rows of finished mini-batches, by key, in one folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def load(self) -> dict[str, dict]:
+        rows: dict[str, dict] = {}
+        for path in sorted(self.folder.glob("*.jsonl")):
+            with open(path, encoding="utf-8") as lines:
+                for line in lines:
+                    if line.strip():
+                        row = json.loads(line)
+                        if KEY_FIELD in row:
+                            rows[row[KEY_FIELD]] = row
+        return rows
+
+    def write(self, rows: Iterable[dict]) -> Path:
+        rows = list(rows)
+        name = hashlib.sha256("".join(row[KEY_FIELD] for row in rows).encode()).hexdigest()[:24]
+        return _write_lines(self.folder / f"{name}.jsonl", rows)
+
+    def compact(self, keep: Iterable[dict]) -> None:
+        """One file with the rows still wanted; the rest (stale content, other models) is dropped."""
+        kept = _write_lines(self.folder / "current.jsonl.next", list(keep))
+        for path in self.folder.glob("*.jsonl"):
+            path.unlink()
+        os.replace(kept, self.folder / "current.jsonl")
+
+
+def _write_lines(path: Path, rows: list[dict]) -> Path:
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    os.replace(partial, path)
+    return path

@@ -1,0 +1,99 @@
+"""One definition of the job settings: the form, the CLI, the entry script and both job builders derive from it."""
+
+import argparse
+import dataclasses
+
+import pytest
+
+from scoring.cli import build_parser
+from scoring.entry import parse_arguments
+from scoring.job_settings import (
+    LOCAL,
+    LOGGING_LEVELS,
+    PARALLEL,
+    PROFILE,
+    JobSettings,
+    JobSettingsError,
+    add_cli_options,
+    from_namespace,
+    param_schemas,
+    settings_fields,
+)
+
+ALL = [field.name for field in dataclasses.fields(JobSettings)]
+
+
+def _score_parser() -> argparse.ArgumentParser:
+    return build_parser()._subparsers._group_actions[0].choices["score"]
+
+
+def test_the_cli_has_one_option_per_setting_with_the_same_default():
+    defaults = JobSettings().to_dict()
+    cli = {action.dest: action.default for action in _score_parser()._actions if action.dest in defaults}
+    assert cli == defaults
+
+
+def test_the_trigger_form_has_one_param_per_setting_with_the_same_default_and_bounds():
+    schemas = param_schemas()
+    assert list(schemas) == ALL
+    assert {name: default for name, (default, _schema) in schemas.items()} == JobSettings().to_dict()
+    assert schemas["logging_level"][1]["enum"] == list(LOGGING_LEVELS)
+    assert schemas["error_threshold"][1]["minimum"] == -1
+    assert schemas["compile"][1]["type"] == "boolean"
+    assert {schema["section"] for _default, schema in schemas.values()} == {PARALLEL, PROFILE, LOCAL}
+
+
+def test_the_entry_script_reads_back_every_profile_setting_the_job_passes():
+    settings = JobSettings(device="cpu", precision="bf16", channels_last="off", batch_size=8, decode_threads=3,
+                           compile=True, max_pixels=1000, max_concurrency_per_instance=5)
+    _args, parsed = parse_arguments(["--model_dir", "m", "--month", "202610", *settings.program_arguments()])
+    assert parsed == settings
+
+
+def test_program_arguments_carry_exactly_the_profile_and_the_workers_per_node():
+    names = {arg[2:].removeprefix("no-") for arg in JobSettings().program_arguments() if arg.startswith("--")}
+    assert names == {field.name for field in settings_fields(PROFILE)} | {"max_concurrency_per_instance"}
+
+
+def test_a_new_field_reaches_every_consumer(monkeypatch):
+    """What 'one place' buys: a setting added to the dataclass shows in the form, the CLI and the job's arguments."""
+    extended = dataclasses.make_dataclass(
+        "Extended", [("top_k", int, dataclasses.field(default=1, metadata={
+            "help": "labels per image", "group": PROFILE, "minimum": 1, "choices": None}))], bases=(JobSettings,),
+        frozen=True)
+    for field in dataclasses.fields(extended):
+        if field.name == "top_k":
+            field.type = "int"  # as `from __future__ import annotations` spells it in the real module
+    monkeypatch.setattr("scoring.job_settings.JobSettings", extended)
+    assert param_schemas()["top_k"] == (1, {"title": "top_k", "description": "labels per image",
+                                            "section": PROFILE, "type": "integer", "minimum": 1})
+    parser = argparse.ArgumentParser()
+    add_cli_options(parser)
+    assert parser.parse_args(["--top_k", "3"]).top_k == 3
+    assert "--top_k" in extended().program_arguments()
+    with pytest.raises(JobSettingsError, match="top_k=0 must be an integer >= 1"):
+        extended(top_k=0)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"logging_level": "ERROR"}, "logging_level='ERROR' must be one of DEBUG, INFO, WARNING"),
+    ({"logging_level": "CRITICAL"}, "must be one of DEBUG, INFO, WARNING"),
+    ({"mini_batch_size": 0}, "mini_batch_size=0 must be an integer >= 1"),
+    ({"error_threshold": -2}, "error_threshold=-2 must be an integer >= -1 (-1: no limit)"),
+    ({"precision": "int8"}, "precision='int8' must be one of auto, fp32, bf16, fp16"),
+    ({"compile": "yes"}, "compile='yes' must be true or false"),
+    ({"batch_size": True}, "batch_size=True must be an integer >= 0"),
+    ({"mnth": 3}, "unknown job setting(s): mnth; known: "),
+])
+def test_a_bad_value_is_one_line_naming_the_setting(values, message):
+    with pytest.raises(JobSettingsError) as raised:
+        JobSettings.from_dict(values)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_the_cli_refuses_what_the_form_refuses():
+    with pytest.raises(SystemExit):
+        _score_parser().parse_args(["--input", "i", "--model", "m", "--out", "o", "--logging_level", "ERROR"])
+    args = _score_parser().parse_args(["--input", "i", "--model", "m", "--out", "o", "--mini_batch_size", "0"])
+    with pytest.raises(JobSettingsError, match="mini_batch_size=0"):
+        from_namespace(args)
