@@ -10,7 +10,7 @@ MONTH ?= 202610
 COMPOSE_VERSION := 2.40.3
 COMPOSE := tools/compose/docker-compose
 
-.PHONY: setup demo test airflow bench clean
+.PHONY: setup demo test airflow bench faults clean
 
 setup: $(VENV)/.installed $(AZURITE)/node_modules/.installed
 
@@ -51,3 +51,7 @@ clean:
 
 bench: setup
 	$(PY) -m bench.run
+
+# Bad input, odd names, killed processes, a dead blob store, changed months: one table row each.
+faults: setup
+	$(PY) -m faults.run

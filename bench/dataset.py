@@ -7,6 +7,7 @@ through hard links, which is all the memory measurement needs.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +23,22 @@ def photo_like(rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(base + grain, 0, 255).astype(np.uint8))
 
 
+def _make(job: tuple[Path, int, int]) -> None:
+    path, seed, index = job
+    rng = np.random.default_rng([seed, index])  # per image: the set is the same whatever was cached
+    partial = path.with_name(path.name + ".partial")
+    photo_like(rng).save(partial, format="JPEG", quality=int(rng.integers(80, 96)))
+    os.replace(partial, path)
+
+
 def ensure_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    """`count` images, made once (on every core) and kept."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index in range(count):
-        path = folder / f"img_{index:06d}.jpg"
-        if not path.exists():
-            rng = np.random.default_rng([seed, index])  # per image: the set is the same whatever was cached
-            photo_like(rng).save(path, format="JPEG", quality=int(rng.integers(80, 96)))
-        paths.append(path)
+    paths = [folder / f"img_{index:06d}.jpg" for index in range(count)]
+    missing = [(path, seed, index) for index, path in enumerate(paths) if not path.exists()]
+    if missing:
+        with ProcessPoolExecutor() as pool:
+            list(pool.map(_make, missing, chunksize=16))
     return paths
 
 

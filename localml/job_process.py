@@ -60,7 +60,8 @@ def run_job(job_dir: Path) -> int:
 
     month_dir = Path(spec["month_dir"])
     try:
-        from scoring.blob_inputs import StorageUnavailable, fetch_prefix
+        from scoring.blob_inputs import fetch_prefix
+        from scoring.items import StorageUnavailable
         from scoring.parallel_runner import ParallelJob, ParallelJobFailed, run_parallel_job
         from scoring.reuse import scoring_key
 

@@ -25,7 +25,7 @@ from azure.core.exceptions import HttpResponseError, ServiceRequestError, Servic
 from azure.storage.blob import ContainerClient
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from scoring.items import InputItem, decode_name, encode_name, walk_folder
+from scoring.items import InputItem, StorageUnavailable, decode_name, encode_name, walk_folder
 from scoring.rows import ErrorType
 
 log = logging.getLogger(__name__)
@@ -34,12 +34,8 @@ STORAGE_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 ETAGS_FILE = ".etags.json"
 # Errors of the local disk as a whole: the job fails with them rather than listing every file.
 _DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
-# Our own retries, bounded by the outage time, stand in for the SDK's long default ones.
-CLIENT_OPTIONS = {"retry_total": 1, "connection_timeout": 10, "read_timeout": 60}
-
-
-class StorageUnavailable(RuntimeError):
-    """The blob store did not answer within the outage time; the message is the one line to show."""
+# Our own retries, bounded by the outage time, are the only ones: the SDK's wait 15 s and more between tries.
+CLIENT_OPTIONS = {"retry_total": 0, "connection_timeout": 10, "read_timeout": 60}
 
 
 def split_blob_url(url: str) -> tuple[str, str, str]:

@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
-from scoring.blob_inputs import StorageUnavailable
-from scoring.items import InputItem, walk_folder
+from scoring.items import InputItem, StorageUnavailable, walk_folder
 from scoring.job_settings import LOCAL, PARALLEL, PROFILE, JobSettingsError, add_cli_options, from_namespace
 from scoring.merge import ErrorThresholdExceeded, MergeResult
 from scoring.model_metadata import ModelFolderError, read_metadata

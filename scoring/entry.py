@@ -9,6 +9,7 @@ passes `program_arguments`: the model, the month, and the job's scoring profile
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -36,13 +37,18 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, 
 
 
 def init() -> str:
-    """Load the model once for this worker; returns the resolved scoring profile as one line."""
+    """Load the model once for this worker; returns the resolved scoring profile as one short line.
+
+    Azure ML ignores what init() returns; the local runner shows it as the job's profile (the reasons
+    for each automatic choice are in the worker's log line).
+    """
     global _scorer
     args, settings = parse_arguments()
     _scorer = MiniBatchScorer(model_dir=args.model_dir, month=args.month, input_root=args.input_root,
                               settings=settings)
     logging.getLogger(__name__).info("init done")
-    return f"scoring profile {_scorer.profile.describe()}, batch {_scorer.batch_size}"
+    resolved = dataclasses.replace(_scorer.profile, batch_size=_scorer.batch_size)  # a fitted batch is known now
+    return f"scoring profile {resolved.describe(reasons=False)}"
 
 
 def run(mini_batch: list[str]) -> list[str]:

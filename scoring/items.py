@@ -25,6 +25,10 @@ from scoring.rows import ErrorType
 _ESCAPED = re.compile(r"\\(\\|x[0-9a-f]{2})")
 
 
+class StorageUnavailable(RuntimeError):
+    """The blob store holding the items did not answer in time; the message is the one line to show."""
+
+
 @dataclasses.dataclass(frozen=True)
 class InputItem:
     name: str

@@ -50,7 +50,7 @@ class MiniBatchScorer:
         self._decoder = ThreadPoolExecutor(max_workers=threads) if threads > 0 else None
         log.info("model %s version %s (%s, %d labels); scoring profile: %s; batch %d",
                  self.metadata.name, self.metadata.version, self.metadata.architecture, len(self.metadata.labels),
-                 self.profile.describe(), self.batch_size)
+                 self.profile.describe(), self.batch_size)  # with the reason for every automatic choice
 
     def score(self, files: Sequence[str]) -> list[str]:
         rows: list[str] = []

@@ -56,12 +56,12 @@ class Profile:
     compile: bool
     reasons: tuple[str, ...] = ()
 
-    def describe(self) -> str:
+    def describe(self, *, reasons: bool = True) -> str:
         batch = "fitted to GPU memory" if self.batch_size == FIT_GPU else str(self.batch_size)
         decode = "inline" if self.decode_threads == 0 else f"{self.decode_threads} threads"
         text = (f"{self.device}, {self.precision}, channels_last {'on' if self.channels_last else 'off'}, "
                 f"batch {batch}, decode {decode}, compile {'on' if self.compile else 'off'}")
-        return text + (f" ({'; '.join(self.reasons)})" if self.reasons else "")
+        return text + (f" ({'; '.join(self.reasons)})" if reasons and self.reasons else "")
 
 
 def resolve(requested: JobSettings, capabilities: Capabilities, agreement: Mapping[str, float]) -> Profile:

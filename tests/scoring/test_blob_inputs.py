@@ -2,7 +2,8 @@
 
 import pytest
 
-from scoring.blob_inputs import StorageUnavailable, container_client, fetch_prefix, safe_relative_path
+from scoring.blob_inputs import container_client, fetch_prefix, safe_relative_path
+from scoring.items import StorageUnavailable
 
 
 def _fetch(container, prefix, folder, **kwargs) -> dict:

@@ -1,0 +1,526 @@
+"""`make faults`: bad input, odd names, killed processes, a dead blob store, changed months; one table row each.
+
+Every case runs what users run — the CLI (`python -m scoring score`), the local
+runner with the real entry script (faults injected by file name, `faults/entry.py`),
+or the local backend's job through the operators on Azurite — and is judged from
+the CSVs it wrote: every input in exactly one file (missing 0, duplicated 0), no
+good image among the errors (collateral 0), bad ones listed with a reason, and the
+exit the case expects. Prints the table; exits 1 if any case fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT / "plugins"))  # as Airflow puts its plugins folder on sys.path
+
+OK, ERROR, EITHER = "ok", "error", "either"
+
+
+@dataclasses.dataclass
+class Row:
+    case: str
+    path: str
+    items: int | str = "-"
+    scored: int | str = "-"
+    errors: int | str = "-"
+    missing: int | str = "-"
+    duplicated: int | str = "-"
+    collateral: int | str = "-"
+    exit: str = ""
+    passed: bool = False
+    note: str = ""
+
+
+@dataclasses.dataclass
+class Suite:
+    root: Path
+    model_dir: Path
+    connection_string: str = ""
+    blob_endpoint: str = ""
+    rows: list[Row] = dataclasses.field(default_factory=list)
+
+
+def _image(fmt="JPEG", size=(64, 48), mode="RGB", **save) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new(mode, size, (200, 30, 30) if mode in ("RGB", "RGBA") else 128).save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+def _read(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def tally(case: str, path: str, expected: dict[str, str], out: Path, exit_text: str, ok_exit: bool,
+          note: str = "", extra_check: bool = True) -> Row:
+    """Judge a run by its CSVs against the expected fate of every item."""
+    predictions, errors = _read(out / "predictions.csv"), _read(out / "errors.csv")
+    scored, failed = [r["image"] for r in predictions], [r["image"] for r in errors]
+    everything = scored + failed
+    missing = len(set(expected) - set(everything))
+    duplicated = len(everything) - len(set(everything))
+    collateral = sum(1 for name in failed if expected.get(name) == OK)
+    misjudged = sum(1 for name in scored if expected.get(name) == ERROR)
+    strangers = len(set(everything) - set(expected))
+    passed = ok_exit and extra_check and not (missing or duplicated or collateral or misjudged or strangers)
+    if misjudged or strangers:
+        note = f"{note}; misjudged {misjudged}, unknown rows {strangers}".strip("; ")
+    return Row(case, path, len(expected), len(scored), len(failed), missing, duplicated, collateral, exit_text,
+               passed, note)
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scoring", "score", *args], capture_output=True, text=True,
+                          cwd=PROJECT_ROOT, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **(env or {})})
+
+
+def _one_line_error(result: subprocess.CompletedProcess) -> bool:
+    lines = result.stderr.strip().splitlines()
+    return bool(lines) and lines[-1].startswith("error: ") and "Traceback" not in result.stderr
+
+
+# ---- cases on the CLI --------------------------------------------------------------------------------------
+
+
+def case_bad_files(suite: Suite) -> Row:
+    """Broken, hostile and unusual files: each costs one row, the good ones are scored."""
+    from PIL import Image
+
+    folder = suite.root / "bad-files" / "202610"
+    folder.mkdir(parents=True)
+    good = {"rgb.jpg": _image(), "gray.png": _image("PNG", mode="L"), "alpha.png": _image("PNG", mode="RGBA"),
+            "sixteen.png": _image("PNG", mode="I;16"), "cmyk.jpg": _image("JPEG", mode="CMYK"),
+            "anim.gif": _image("GIF", mode="P"), "progressive.jpg": _image(progressive=True)}
+    bad = {"empty.jpg": b"", "truncated.jpg": _image(size=(400, 400))[:300], "garbage.png": os.urandom(2048),
+           "notes.txt": b"not an image\n"}
+    for name, data in {**good, **bad}.items():
+        (folder / name).write_bytes(data)
+    Image.new("L", (1, 10_000_000)).save(folder / "strip-1x10M.png", optimize=True)
+    for index in range(8):
+        Image.new("L", (1, 100_000)).save(folder / f"thin-{index}.png", optimize=True)
+    Image.new("1", (20_000, 20_000)).save(folder / "bomb.png", optimize=True)
+    expected = {**{n: OK for n in good}, **{n: ERROR for n in bad}, "strip-1x10M.png": ERROR, "bomb.png": ERROR,
+                **{f"thin-{i}.png": ERROR for i in range(8)}}
+    out = suite.root / "bad-files" / "out"
+    result = cli("--input", str(folder), "--model", str(suite.model_dir), "--out", str(out), "--error_threshold", "-1")
+    return tally("bad and hostile files", "cli", expected, out, f"exit {result.returncode}", result.returncode == 0)
+
+
+def case_odd_paths(suite: Suite) -> Row:
+    """Names no CSV likes and entries that are no files: each one row, nothing outside the folder read."""
+    folder = suite.root / "odd-paths" / "202610"
+    folder.mkdir(parents=True)
+    names = [b"caf\xe9-latin1.jpg", b"line\rbreak.jpg", b"new\nline.jpg", b'quo"te, comma.jpg', b"=1+1.jpg",
+             b"-minus.jpg", b"tab\there.jpg", b"back\\slash.jpg", "é😀.jpg".encode()]
+    for raw in names:
+        with open(os.path.join(os.fsencode(folder), raw), "wb") as handle:
+            handle.write(_image())
+    (folder / "etc-passwd").symlink_to("/etc/passwd")
+    (folder / "dangling.jpg").symlink_to(suite.root / "nowhere.jpg")
+    (folder / "folder-link").symlink_to("/etc")
+    (folder / "loop").symlink_to(folder)
+    os.mkfifo(folder / "pipe.jpg")
+    from scoring.items import encode_name
+
+    expected = {encode_name(os.fsdecode(raw)): OK for raw in names}
+    expected.update({name: ERROR for name in ("etc-passwd", "dangling.jpg", "folder-link", "loop", "pipe.jpg")})
+    out = suite.root / "odd-paths" / "out"
+    result = cli("--input", str(folder), "--model", str(suite.model_dir), "--out", str(out))
+    leaked = "root:" in (out / "predictions.csv").read_text() + (out / "errors.csv").read_text()
+    return tally("odd names, links, loop, FIFO", "cli", expected, out, f"exit {result.returncode}",
+                 result.returncode == 0, extra_check=not leaked)
+
+
+def case_rerun_other_month(suite: Suite) -> Row:
+    """A rerun on the same --out with another month rescoring everything; the same month again reusing all."""
+    folder = suite.root / "rerun" / "in"
+    folder.mkdir(parents=True)
+    for index in range(5):
+        (folder / f"{index}.jpg").write_bytes(_image())
+    out = suite.root / "rerun" / "out"
+    common = ("--input", str(folder), "--model", str(suite.model_dir), "--out", str(out))
+    cli(*common, "--month", "202601")
+    second = cli(*common, "--month", "202602")
+    third = cli(*common, "--month", "202602")
+    months = {row["month"] for row in _read(out / "predictions.csv")}
+    right = months == {"202602"} and "(0 rows reused)" in second.stderr and "(5 rows reused)" in third.stderr
+    return tally("rerun with another month", "cli", {f"{i}.jpg": OK for i in range(5)}, out,
+                 f"exit {third.returncode}", third.returncode == 0, note=f"months {sorted(months)}", extra_check=right)
+
+
+def case_unwritable_out(suite: Suite) -> Row:
+    folder = suite.root / "unwritable" / "in"
+    folder.mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(_image())
+    (suite.root / "unwritable" / "out").write_text("a file where --out should be")
+    result = cli("--input", str(folder), "--model", str(suite.model_dir), "--out", str(suite.root / "unwritable" / "out"))
+    return Row("--out not writable", "cli", exit=f"exit {result.returncode}",
+               passed=result.returncode == 1 and _one_line_error(result), note=result.stderr.strip()[-90:])
+
+
+def case_bad_model_metadata(suite: Suite) -> Row:
+    import json
+
+    model = suite.root / "bad-model"
+    shutil.copytree(suite.model_dir, model)
+    metadata = json.loads((model / "metadata.json").read_text())
+    metadata["preprocessing"]["resize"] = 0
+    (model / "metadata.json").write_text(json.dumps(metadata))
+    folder = suite.root / "bad-model-in"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(_image())
+    result = cli("--input", str(folder), "--model", str(model), "--out", str(suite.root / "bad-model-out"))
+    return Row("model metadata resize: 0", "cli", exit=f"exit {result.returncode}",
+               passed=result.returncode == 1 and _one_line_error(result) and "resize=0" in result.stderr,
+               note=result.stderr.strip().splitlines()[-1][:90] if result.stderr.strip() else "")
+
+
+def case_storage_outage(suite: Suite) -> Row:
+    """The blob store dies mid-download: the run fails within the outage time, in one line naming it."""
+    from azure.storage.blob import BlobServiceClient
+
+    from devstack import azurite
+
+    location = suite.root / "outage-azurite"
+    service = azurite.start(location, port=azurite.free_port())
+    try:
+        container = BlobServiceClient.from_connection_string(service.connection_string).create_container("outage")
+        for index in range(400):
+            container.upload_blob(f"202610/{index:04d}.jpg", _image(size=(600, 600)))
+        out = suite.root / "outage-out"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "scoring", "score", "--input", f"{service.blob_endpoint}/outage/202610",
+             "--model", str(suite.model_dir), "--out", str(out), "--storage_timeout", "5"],
+            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "AZURE_STORAGE_CONNECTION_STRING":
+                 service.connection_string})
+        inputs = out / ".scoring-work" / "inputs"
+        deadline = time.monotonic() + 60
+        while not (inputs.is_dir() and any(inputs.iterdir())) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        azurite.stop(location)
+    stopped = time.monotonic()
+    try:
+        _stdout, stderr = process.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return Row("blob store dies mid-download", "cli", exit="hung", note="no exit 180 s after the outage")
+    seconds = time.monotonic() - stopped
+    result = subprocess.CompletedProcess(process.args, process.returncode, "", stderr)
+    named = f"the blob store at {service.blob_endpoint}/outage/202610/ did not answer for 5s" in stderr
+    return Row("blob store dies mid-download", "cli", exit=f"exit {process.returncode} after {seconds:.0f}s",
+               passed=process.returncode == 1 and _one_line_error(result) and named,
+               note=stderr.strip().splitlines()[-1][:90] if stderr.strip() else "")
+
+
+# ---- cases on the runner, with faults injected into the real entry script ----------------------------------
+
+
+def _runner_case(suite: Suite, case: str, culprit: str, **settings) -> Row:
+    from scoring.items import walk_folder
+    from scoring.job_settings import JobSettings
+    from scoring.parallel_runner import ParallelJob, run_parallel_job
+
+    folder = suite.root / case / "in"
+    folder.mkdir(parents=True)
+    names = [f"{index:02d}.jpg" for index in range(15)] + [culprit]
+    for name in names:
+        (folder / name).write_bytes(_image())
+    out = suite.root / case / "out"
+    job_settings = JobSettings(mini_batch_size=16, max_concurrency_per_instance=1, **settings)
+    job = ParallelJob(
+        entry_script=PROJECT_ROOT / "faults" / "entry.py", code_root=PROJECT_ROOT, input_root=folder,
+        work_dir=suite.root / case / "work", output_dir=out, scoring_key="faults",
+        program_arguments=("--model_dir", str(suite.model_dir), "--month", "202610", "--input_root", str(folder),
+                           *job_settings.program_arguments()),
+        settings=job_settings,
+    )
+    try:
+        run_parallel_job(job, walk_folder(folder))
+        exit_text, ok_exit = "completed", True
+    except Exception as error:  # noqa: BLE001 - a row says what happened
+        exit_text, ok_exit = f"{type(error).__name__}: {error}"[:60], False
+    expected = {name: OK for name in names[:-1]} | {culprit: ERROR}
+    message = next((r["message"] for r in _read(out / "errors.csv") if r["image"] == culprit), "") if ok_exit else ""
+    return tally(case.replace("-", " "), "runner", expected, out, exit_text, ok_exit, note=message[:70])
+
+
+def case_exotic_exception(suite: Suite) -> Row:
+    return _runner_case(suite, "decoder-raises-an-unknown-type", "00-exotic.jpg")
+
+
+def case_worker_killed(suite: Suite) -> Row:
+    return _runner_case(suite, "a-file-kills-its-worker", "07-killer.jpg", max_retries=1)
+
+
+def case_hung_file(suite: Suite) -> Row:
+    return _runner_case(suite, "a-file-hangs-its-worker", "11-hang.jpg", max_retries=0, timeout=4)
+
+
+# ---- cases on the local backend's job, through the operators, on Azurite ------------------------------------
+
+
+class _JobBench:
+    """The month's job as the DAG drives it: register, ensure compute, submit, wait; a hook over a local backend."""
+
+    def __init__(self, suite: Suite, name: str):
+        from batch_scoring.backends.local import LocalBackend
+        from azure.storage.blob import BlobServiceClient
+
+        self.suite, self.month, self.base = suite, "202610", f"faults-{name}"
+        self.container_name = f"f{abs(hash(name)) % 10**8}"
+        self.container = BlobServiceClient.from_connection_string(suite.connection_string).create_container(
+            self.container_name)
+        workspace = suite.root / name / "workspace"
+        shutil.copytree(suite.model_dir, workspace / "models" / "m" / "1")
+        self.backend = LocalBackend(workspace, suite.connection_string)
+        self._operate("register")
+        self._operate("compute")
+
+    @staticmethod
+    def context(pushed: dict, *, try_number: int = 1, run_id: str = "scheduled") -> dict:
+        return {"ti": SimpleNamespace(xcom_push=lambda key, value: pushed.__setitem__(key, value),
+                                      try_number=try_number),
+                "dag": SimpleNamespace(dag_id="faults"), "run_id": run_id}
+
+    def _hooked(self, operator):
+        from batch_scoring.hooks.azure_ml import AzureMLHook
+
+        hook = AzureMLHook()
+        hook.__dict__["backend"] = self.backend
+        operator.__dict__["hook"] = hook
+        return operator
+
+    def _operate(self, what: str, **kwargs):
+        from batch_scoring.operators.azure_ml import (
+            AzureMLEnsureComputeOperator,
+            AzureMLRegisterDataAssetOperator,
+            AzureMLSubmitScoringJobOperator,
+            AzureMLWaitForJobOperator,
+        )
+        from batch_scoring.publish import month_fingerprint
+
+        pushed: dict = {}
+        context = self.context(pushed, try_number=kwargs.pop("try_number", 1), run_id=kwargs.pop("run_id", "scheduled"))
+        if what == "register":
+            operator = AzureMLRegisterDataAssetOperator(
+                task_id="register", name="images", version=self.month,
+                path=f"azureml://datastores/{self.container_name}/paths/{self.month}/")
+        elif what == "compute":
+            operator = AzureMLEnsureComputeOperator(task_id="compute", compute_name="pool")
+        elif what == "submit":
+            operator = AzureMLSubmitScoringJobOperator(
+                task_id="submit", job_name=self.base, month=self.month, data_asset_name="images",
+                data_asset_version=self.month, model_name="m", model_version="1", compute_name="pool",
+                job_settings={"mini_batch_size": 4, "max_concurrency_per_instance": 1, "error_threshold": -1},
+                inputs_fingerprint=month_fingerprint(self.container, self.month)[1])
+        else:
+            operator = AzureMLWaitForJobOperator(task_id="wait", poll_interval=0.2, deferrable=False, **kwargs)
+        result = self._hooked(operator).execute(context)
+        return result, pushed
+
+    def upload(self, files: dict[str, bytes]) -> None:
+        for name, data in files.items():
+            self.container.upload_blob(f"{self.month}/{name}", data, overwrite=True)
+
+    def score(self) -> tuple[str, dict]:
+        """Submit and wait, as one DAG run does; returns (job name, its details)."""
+        name, pushed = self._operate("submit")
+        self._operate("wait", job_name=name, job_spec=pushed["job_spec"])
+        return name, self.backend.get_job(name).details
+
+    def outputs(self, name: str) -> Path:
+        return self.backend.workspace.job_dir(name) / "outputs"
+
+
+def case_blob_names(suite: Suite) -> Row:
+    """Blob names a local disk cannot hold next to each other, or at all: per-item, never the job."""
+    bench = _JobBench(suite, "blob-names")
+    long_name = "x" * 304 + ".jpg"
+    files = {"ok.jpg": _image(), "x.jpg": _image(), "x.jpg/inner.jpg": _image(), long_name: _image(),
+             "a//b.jpg": _image(), "semi;colon,comma.jpg": _image(), 'quo"te.jpg': _image()}
+    bench.upload(files)
+    name, _details = bench.score()
+    expected = {"ok.jpg": OK, "x.jpg": EITHER, "x.jpg/inner.jpg": EITHER, long_name: ERROR, "a//b.jpg": ERROR,
+                "semi;colon,comma.jpg": OK, 'quo"te.jpg': OK}
+    clash = [r for r in _read(bench.outputs(name) / "errors.csv") if r["image"].startswith("x.jpg")]
+    return tally("blob names a disk cannot hold", "job", expected, bench.outputs(name),
+                 bench.backend.get_job(name).status, True, extra_check=len(clash) == 1)
+
+
+def case_replaced_files(suite: Suite) -> Row:
+    """Broken files replaced by good ones under the same names: the next run rescores exactly those."""
+    bench = _JobBench(suite, "replaced-files")
+    bench.upload({**{f"good{i}.jpg": _image() for i in range(4)}, **{f"fixme{i}.jpg": b"broken" for i in range(3)}})
+    first, _ = bench.score()
+    bench.upload({f"fixme{i}.jpg": _image() for i in range(3)})
+    second, details = bench.score()
+    progress = details["progress"]
+    right = second != first and progress["reused"] == 4
+    return tally("broken files replaced, same names", "job", {**{f"good{i}.jpg": OK for i in range(4)},
+                 **{f"fixme{i}.jpg": OK for i in range(3)}}, bench.outputs(second),
+                 bench.backend.get_job(second).status, True, note=f"{second}: reused {progress['reused']}",
+                 extra_check=right)
+
+
+def case_late_blob(suite: Suite) -> Row:
+    """A blob landing after the month completed: the next run scores it, never 'already scored' forever."""
+    bench = _JobBench(suite, "late-blob")
+    bench.upload({f"{i}.jpg": _image() for i in range(5)})
+    bench.score()
+    bench.upload({"late.jpg": _image()})
+    name, details = bench.score()
+    expected = {**{f"{i}.jpg": OK for i in range(5)}, "late.jpg": OK}
+    return tally("blob lands after completion", "job", expected, bench.outputs(name),
+                 bench.backend.get_job(name).status, True, note=f"{name}: reused {details['progress']['reused']}",
+                 extra_check=details["progress"]["reused"] == 5)
+
+
+def case_job_killed_then_retried(suite: Suite) -> Row:
+    """The job process SIGKILLed; the wait fails; Airflow's retry of the wait submits -r1 and finishes the month."""
+    from localml.workspace import read_json
+
+    bench = _JobBench(suite, "job-killed")
+    bench.upload({f"{i:03d}.png": _image("PNG", size=(300, 300)) for i in range(120)})
+    name, pushed = bench._operate("submit")
+    rows = bench.backend.workspace.month_dir(bench.container_name, f"{bench.month}/") / "rows"
+    deadline = time.monotonic() + 120
+    while not (rows.is_dir() and len(list(rows.glob("*.jsonl"))) >= 3) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process = read_json(bench.backend.workspace.job_dir(name) / "process.json")
+    os.killpg(process["pid"], signal.SIGKILL)
+    try:
+        bench._operate("wait", job_name=name, job_spec=pushed["job_spec"], try_number=1)
+        first_try = "completed?!"
+    except Exception as error:  # noqa: BLE001 - the first try must fail
+        first_try = type(error).__name__
+    event, _ = bench._operate("wait", job_name=name, job_spec=pushed["job_spec"], try_number=2)
+    final = event["job_name"]
+    reused = bench.backend.get_job(final).details["progress"]["reused"]
+    return tally("job SIGKILLed, wait retried", "job", {f"{i:03d}.png": OK for i in range(120)},
+                 bench.outputs(final), f"try 1 {first_try}, try 2 {event['job_status']}", True,
+                 note=f"{final}: reused {reused}", extra_check=final.endswith("-r1") and reused > 0)
+
+
+def case_shared_job_other_run_killed(suite: Suite) -> Row:
+    """Two runs share a month's job; killing the one that only reattached leaves it to the other."""
+    from batch_scoring.operators.azure_ml import AzureMLWaitForJobOperator
+
+    bench = _JobBench(suite, "shared-job")
+    bench.upload({f"{i:02d}.png": _image("PNG", size=(300, 300)) for i in range(60)})
+    name, pushed = bench._operate("submit", run_id="scheduled")
+    other = bench._hooked(AzureMLWaitForJobOperator(task_id="wait", job_name=name, poll_interval=0.2,
+                                                    deferrable=False))
+    waiting = threading.Thread(target=other.execute, args=(bench.context({}, run_id="manual"),), daemon=True)
+    waiting.start()
+    time.sleep(1.0)
+    other.on_kill()  # Airflow kills the manual run's wait while it polls
+    status_after_kill = bench.backend.get_job(name).status
+    event, _ = bench._operate("wait", job_name=name, job_spec=pushed["job_spec"], run_id="scheduled")
+    return tally("one of two runs killed", "job", {f"{i:02d}.png": OK for i in range(60)}, bench.outputs(name),
+                 f"{status_after_kill} after the kill, then {event['job_status']}", event["job_status"] == "Completed",
+                 extra_check=status_after_kill not in ("Canceled", "CancelRequested"))
+
+
+CASES: dict[str, Callable[[Suite], Row]] = {
+    "bad_files": case_bad_files,
+    "odd_paths": case_odd_paths,
+    "rerun_other_month": case_rerun_other_month,
+    "unwritable_out": case_unwritable_out,
+    "bad_model_metadata": case_bad_model_metadata,
+    "storage_outage": case_storage_outage,
+    "exotic_exception": case_exotic_exception,
+    "worker_killed": case_worker_killed,
+    "hung_file": case_hung_file,
+    "blob_names": case_blob_names,
+    "replaced_files": case_replaced_files,
+    "late_blob": case_late_blob,
+    "job_killed_then_retried": case_job_killed_then_retried,
+    "shared_job_other_run_killed": case_shared_job_other_run_killed,
+}
+
+
+def make_model(folder: Path) -> Path:
+    """An untrained ResNet-18 over the demo labels at 64 px: accounting, not accuracy, is on trial here."""
+    import torch
+
+    from devstack.sample_month import LABELS
+    from devstack.train_model import ARCHITECTURE, PREPROCESSING
+    from scoring.model import ModelMetadata, build_model, save_model_folder
+
+    torch.manual_seed(0)
+    model_dir = folder / "model"
+    save_model_folder(model_dir, build_model(ARCHITECTURE, len(LABELS)),
+                      ModelMetadata(name="m", version="1", architecture=ARCHITECTURE, labels=LABELS,
+                                    preprocessing=PREPROCESSING))
+    return model_dir
+
+
+def print_table(rows: list[Row]) -> None:
+    columns = ("case", "path", "items", "scored", "errors", "missing", "duplicated", "collateral", "exit", "result")
+    cells = [[str(getattr(r, c)) if c != "result" else ("PASS" if r.passed else "FAIL") for c in columns]
+             for r in rows]
+    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
+    print(" | ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print("-+-".join("-" * w for w in widths))
+    for line, row in zip(cells, rows):
+        print(" | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + (f"   {row.note}" if row.note else ""))
+    print(f"{sum(r.passed for r in rows)} passed, {sum(not r.passed for r in rows)} failed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cases", nargs="*", help=f"cases to run (default: all): {', '.join(CASES)}")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.cases) - set(CASES))
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
+    from devstack import azurite
+
+    with tempfile.TemporaryDirectory(prefix="faults-") as scratch:
+        root = Path(scratch)
+        suite = Suite(root=root, model_dir=make_model(root))
+        location = root / "azurite"
+        service = azurite.start(location, port=azurite.free_port())
+        suite.connection_string, suite.blob_endpoint = service.connection_string, service.blob_endpoint
+        try:
+            for name in args.cases or CASES:
+                started = time.monotonic()
+                try:
+                    row = CASES[name](suite)
+                except Exception as error:  # noqa: BLE001 - a case that breaks is a failed row, not a dead suite
+                    traceback.print_exc()
+                    row = Row(name, "?", exit=f"{type(error).__name__}", note=str(error)[:90])
+                row.note = f"{row.note} ({time.monotonic() - started:.0f}s)".strip()
+                suite.rows.append(row)
+                print(f"{'PASS' if row.passed else 'FAIL'} {row.case}", flush=True)
+        finally:
+            azurite.stop(location)
+        print()
+        print_table(suite.rows)
+    return 0 if all(row.passed for row in suite.rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
