@@ -90,5 +90,7 @@ def read_metadata(folder: Path) -> ModelMetadata:
         raise ModelFolderError(f"model folder {folder} has no {METADATA_FILE}: is it a registered model folder?")
     try:
         return ModelMetadata.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (KeyError, TypeError, ValueError) as error:
-        raise ModelFolderError(f"{path} is not valid model metadata: {error!r}") from None
+    except KeyError as error:
+        raise ModelFolderError(f"{path} is not valid model metadata: it lacks the field {error}") from None
+    except (TypeError, ValueError) as error:
+        raise ModelFolderError(f"{path} is not valid model metadata: {error}") from None

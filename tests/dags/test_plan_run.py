@@ -43,3 +43,34 @@ def test_a_refused_value_fails_the_plan_task_in_one_line_without_retries(overrid
     with pytest.raises(AirflowFailException) as raised:
         _plan(**overrides)
     assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+
+
+def _check_folder(monkeypatch, azurite, container: str):
+    import json
+
+    monkeypatch.setenv("AIRFLOW_CONN_WASB_DEFAULT", json.dumps(
+        {"conn_type": "wasb", "extra": {"connection_string": azurite.connection_string}}))
+    check = DAG.get_task("check_month_folder").python_callable
+    return check("202610", params=_params(images_container=container))
+
+
+def test_an_empty_month_fails_the_folder_check_at_once_naming_container_and_prefix(monkeypatch, azurite,
+                                                                                   blob_service):
+    blob_service.create_container("emptymonth")
+    with pytest.raises(AirflowFailException) as raised:
+        _check_folder(monkeypatch, azurite, "emptymonth")
+    assert str(raised.value) == ("no blobs under emptymonth/202610/ (wasb_default): upload the month's images there, "
+                                 "then clear this task")
+
+
+def test_the_folder_fingerprint_changes_when_a_blob_is_added_or_replaced(monkeypatch, azurite, blob_service):
+    container = blob_service.create_container("fingerprint")
+    container.upload_blob("202610/a.jpg", b"a")
+    first = _check_folder(monkeypatch, azurite, "fingerprint")
+    assert first["items"] == 1 and first == _check_folder(monkeypatch, azurite, "fingerprint")
+    container.upload_blob("202610/a.jpg", b"new bytes", overwrite=True)
+    replaced = _check_folder(monkeypatch, azurite, "fingerprint")
+    container.upload_blob("202610/late.jpg", b"late")
+    added = _check_folder(monkeypatch, azurite, "fingerprint")
+    assert len({first["fingerprint"], replaced["fingerprint"], added["fingerprint"]}) == 3
+    assert added["items"] == 2
