@@ -151,21 +151,90 @@ def case_odd_paths(suite: Suite) -> Row:
                  result.returncode == 0, extra_check=not leaked)
 
 
-def case_rerun_other_month(suite: Suite) -> Row:
-    """A rerun on the same --out with another month rescoring everything; the same month again reusing all."""
+def case_rerun_other_month_and_model(suite: Suite) -> Row:
+    """Reruns on the same --out: another month, then another model version, rescore all; the same again reuses all."""
+    import json
+
     folder = suite.root / "rerun" / "in"
     folder.mkdir(parents=True)
     for index in range(5):
         (folder / f"{index}.jpg").write_bytes(_image())
+    version_2 = suite.root / "rerun" / "model-v2"
+    shutil.copytree(suite.model_dir, version_2)
+    metadata = json.loads((version_2 / "metadata.json").read_text())
+    (version_2 / "metadata.json").write_text(json.dumps({**metadata, "version": "2"}))
     out = suite.root / "rerun" / "out"
-    common = ("--input", str(folder), "--model", str(suite.model_dir), "--out", str(out))
-    cli(*common, "--month", "202601")
-    second = cli(*common, "--month", "202602")
-    third = cli(*common, "--month", "202602")
-    months = {row["month"] for row in _read(out / "predictions.csv")}
-    right = months == {"202602"} and "(0 rows reused)" in second.stderr and "(5 rows reused)" in third.stderr
-    return tally("rerun with another month", "cli", {f"{i}.jpg": OK for i in range(5)}, out,
-                 f"exit {third.returncode}", third.returncode == 0, note=f"months {sorted(months)}", extra_check=right)
+    common = ("--input", str(folder), "--out", str(out))
+    cli(*common, "--model", str(suite.model_dir), "--month", "202601")
+    other_month = cli(*common, "--model", str(suite.model_dir), "--month", "202602")
+    other_model = cli(*common, "--model", str(version_2), "--month", "202602")
+    same_again = cli(*common, "--model", str(version_2), "--month", "202602")
+    stamps = {(row["month"], row["model_version"]) for row in _read(out / "predictions.csv")}
+    right = (stamps == {("202602", "2")} and "(0 rows reused)" in other_month.stderr
+             and "(0 rows reused)" in other_model.stderr and "(5 rows reused)" in same_again.stderr)
+    return tally("rerun: other month, other model", "cli", {f"{i}.jpg": OK for i in range(5)}, out,
+                 f"exit {same_again.returncode}", same_again.returncode == 0, note=f"rows {sorted(stamps)}",
+                 extra_check=right)
+
+
+def case_unreadable_folder(suite: Suite) -> Row:
+    """A sub-folder that cannot be listed: one row for it, the rest scored. Root lists every folder, so the
+    refusal is simulated where the kernel would give it, in `os.scandir`."""
+    from unittest import mock
+
+    from scoring.items import walk_folder
+    from scoring.job_settings import JobSettings
+    from scoring.parallel_runner import ParallelJob, run_parallel_job
+
+    folder = suite.root / "unreadable" / "202610"
+    (folder / "locked").mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg", "locked/hidden.jpg"):
+        (folder / name).write_bytes(_image())
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    out = suite.root / "unreadable" / "out"
+    settings = JobSettings(max_concurrency_per_instance=1)
+    job = ParallelJob(
+        entry_script=PROJECT_ROOT / "scoring" / "entry.py", code_root=PROJECT_ROOT, input_root=folder,
+        work_dir=suite.root / "unreadable" / "work", output_dir=out, scoring_key="faults", settings=settings,
+        program_arguments=("--model_dir", str(suite.model_dir), "--month", "202610", "--input_root", str(folder),
+                           *settings.program_arguments()))
+    with mock.patch.object(os, "scandir", scandir):
+        run_parallel_job(job, walk_folder(folder))
+    message = next(r["message"] for r in _read(out / "errors.csv") if r["image"] == "locked")
+    return tally("unreadable sub-folder (simulated)", "runner", {"a.jpg": OK, "b.jpg": OK, "locked": ERROR}, out,
+                 "completed", True, note=message[:70])
+
+
+def case_disk_full(suite: Suite) -> Row:
+    """--out on a full disk: one line, no traceback; with room again, a rerun completes with nothing duplicated."""
+    base = suite.root / "disk-full"
+    folder, out = base / "in", base / "out"
+    folder.mkdir(parents=True)
+    out.mkdir()
+    names = [f"{index:03d}-{'long-name-' * 12}.jpg" for index in range(120)]
+    for name in names:
+        (folder / name).write_bytes(_image())
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(out)], capture_output=True)
+    if mounted.returncode != 0:
+        return Row("disk full, then room again", "cli", exit="not run", passed=True,
+                   note=f"skipped: this machine refuses a tmpfs mount ({mounted.stderr.decode().strip()[:60]})")
+    try:
+        full = cli("--input", str(folder), "--model", str(suite.model_dir), "--out", str(out))
+        subprocess.run(["mount", "-o", "remount,size=64m", str(out)], check=True)
+        again = cli("--input", str(folder), "--model", str(suite.model_dir), "--out", str(out))
+        row = tally("disk full, then room again", "cli", {name: OK for name in names}, out,
+                    f"exit {full.returncode}, then {again.returncode}", full.returncode == 1 and again.returncode == 0,
+                    note=full.stderr.strip().splitlines()[-1][:80] if full.stderr.strip() else "",
+                    extra_check=_one_line_error(full) and "No space left on device" in full.stderr)
+    finally:
+        subprocess.run(["umount", str(out)], capture_output=True)
+    return row
 
 
 def case_unwritable_out(suite: Suite) -> Row:
@@ -423,6 +492,31 @@ def case_job_killed_then_retried(suite: Suite) -> Row:
                  note=f"{final}: reused {reused}", extra_check=final.endswith("-r1") and reused > 0)
 
 
+def case_cancel_mid_month(suite: Suite) -> Row:
+    """A cancelled job: Canceled at once, and none of its processes (job, workers, download threads) left."""
+    from localml.jobs import PROCESS_FILE
+    from localml.workspace import read_json
+
+    bench = _JobBench(suite, "cancel")
+    bench.upload({f"{i:03d}.png": _image("PNG", size=(400, 400)) for i in range(150)})
+    name, _pushed = bench._operate("submit")
+    progress = bench.backend.workspace.job_dir(name) / "progress.json"
+    deadline = time.monotonic() + 60
+    while not (read_json(progress) or {}).get("items_done") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process = read_json(bench.backend.workspace.job_dir(name) / PROCESS_FILE)
+    started = time.monotonic()
+    status = bench.backend.cancel_job(name).status
+    seconds = time.monotonic() - started
+    try:
+        os.killpg(process["pid"], 0)
+        left = "processes left"
+    except ProcessLookupError:
+        left = "nothing left"
+    return Row("job cancelled mid-month", "job", exit=f"{status} in {seconds:.1f}s, {left}",
+               passed=status == "Canceled" and left == "nothing left")
+
+
 def case_shared_job_other_run_killed(suite: Suite) -> Row:
     """Two runs share a month's job; killing the one that only reattached leaves it to the other."""
     from batch_scoring.operators.azure_ml import AzureMLWaitForJobOperator
@@ -446,8 +540,10 @@ def case_shared_job_other_run_killed(suite: Suite) -> Row:
 CASES: dict[str, Callable[[Suite], Row]] = {
     "bad_files": case_bad_files,
     "odd_paths": case_odd_paths,
-    "rerun_other_month": case_rerun_other_month,
+    "rerun_other_month_and_model": case_rerun_other_month_and_model,
+    "unreadable_folder": case_unreadable_folder,
     "unwritable_out": case_unwritable_out,
+    "disk_full": case_disk_full,
     "bad_model_metadata": case_bad_model_metadata,
     "storage_outage": case_storage_outage,
     "exotic_exception": case_exotic_exception,
@@ -457,6 +553,7 @@ CASES: dict[str, Callable[[Suite], Row]] = {
     "replaced_files": case_replaced_files,
     "late_blob": case_late_blob,
     "job_killed_then_retried": case_job_killed_then_retried,
+    "cancel_mid_month": case_cancel_mid_month,
     "shared_job_other_run_killed": case_shared_job_other_run_killed,
 }
 

@@ -120,7 +120,7 @@ def fetch_prefix(container: ContainerClient, prefix: str, destination: Path, *, 
             os.replace(partial, target)
         except OSError as error:
             if error.errno in _DISK_ERRORS:
-                raise OSError(error.errno, f"cannot write the month to {destination}: {error.strerror}") from None
+                raise OSError(error.errno, error.strerror, str(destination)) from None
             return InputItem.failed(item, ErrorType.UNREADABLE, _path_problem(error, item))
         return InputItem(item, identity=etag)
 

@@ -118,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except OSError as error:  # a read-only or full --out, a missing model file: one line, no traceback
-        where = f" {error.filename}" if error.filename else ""
-        print(f"error: cannot use{where}: {error.strerror or error}", file=sys.stderr)
+        print(f"error: cannot use {error.filename or args.out}: {error.strerror or error}", file=sys.stderr)
         return 1
     print(f"{result.inputs} images: {result.scored} scored, {result.errors} errors -> "
           f"{args.out / 'predictions.csv'}, {args.out / 'errors.csv'}")

@@ -22,7 +22,8 @@ from scoring.model_metadata import WEIGHTS_FILE, read_metadata
 KEY_FIELD = "key"
 
 
-def file_digest(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The file's sha256, read in chunks (weights files are large)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -34,7 +35,7 @@ def scoring_key(model_dir: Path, month: str, settings: JobSettings) -> str:
     """What must be equal for a row to stand: model name, version and weights, month, scoring profile."""
     metadata = read_metadata(Path(model_dir))
     profile = {field.name: getattr(settings, field.name) for field in settings_fields(PROFILE)}
-    basis = {"model": [metadata.name, metadata.version], "weights": file_digest(Path(model_dir) / WEIGHTS_FILE),
+    basis = {"model": [metadata.name, metadata.version], "weights": sha256_of(Path(model_dir) / WEIGHTS_FILE),
              "month": month, "profile": profile}
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()
 

@@ -24,6 +24,7 @@ from typing import Any
 from batch_scoring.report import REPORT_FILE
 from scoring.items import encode_name
 from scoring.merge import ERRORS_FILE, PREDICTIONS_FILE
+from scoring.reuse import sha256_of
 from scoring.rows import ERROR_COLUMNS, PREDICTION_COLUMNS, in_item_order
 
 PUBLISHED_FILES = (PREDICTIONS_FILE, ERRORS_FILE, REPORT_FILE)
@@ -117,14 +118,6 @@ def validate_outputs(folder: Path, input_items: Iterable[str], *, month: str, mo
     if inputs and not scored:
         raise ValidationFailed(f"none of the {len(inputs)} input images was scored; see errors.csv and the job log")
     return MonthOutputs(inputs=len(inputs), scored=len(scored), errors=len(failed))
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def build_manifest(folder: Path, counts: MonthOutputs, **fields: Any) -> dict[str, Any]:
