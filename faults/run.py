@@ -595,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
     from devstack import azurite
 
+    # A SIGTERM (a timeout, a CI cancel) unwinds like an exception, so that the finally below stops Azurite.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="faults-") as scratch:
         root = Path(scratch)
         suite = Suite(root=root, model_dir=make_model(root))
@@ -613,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
                 suite.rows.append(row)
                 print(f"{'PASS' if row.passed else 'FAIL'} {row.case}", flush=True)
         finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the stop short
             azurite.stop(location)
         print()
         print_table(suite.rows)
