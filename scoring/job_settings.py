@@ -62,7 +62,8 @@ class JobSettings:
     timeout: int = _setting(300, "Seconds one run() call may take before it is retried.", minimum=1)
     instance_count: int = _setting(1, "Nodes of the compute cluster (locally: slices of this machine).", minimum=1)
     max_concurrency_per_instance: int = _setting(
-        2, "Worker processes per node, each calling init() once.", minimum=1)
+        0, "Worker processes per node, each calling init() once (0: auto, one per core of the node, at most one "
+           "per 2 GB of its memory).", minimum=0)
     logging_level: str = _setting("INFO", "Log level of the job and its workers.", choices=LOGGING_LEVELS)
 
     device: str = _setting(AUTO, "auto: CUDA when the node has a usable GPU, else CPU. cuda fails at init() "
@@ -90,10 +91,15 @@ class JobSettings:
         for field in dataclasses.fields(self):
             _check(field, getattr(self, field.name))
 
-    @property
-    def workers(self) -> int:
-        """Worker processes in all: nodes times processes per node."""
-        return self.instance_count * self.max_concurrency_per_instance
+    def for_node(self, cores: int, memory_gb: float | None = None) -> JobSettings:
+        """`max_concurrency_per_instance=0` resolved for a node: one worker per core, at most one per 2 GB.
+
+        Measured: decoding inline in one process per core is what feeds a GPU best (README, Performance).
+        """
+        if self.max_concurrency_per_instance:
+            return self
+        workers = max(1, cores if memory_gb is None else min(cores, int(memory_gb // 2)))
+        return dataclasses.replace(self, max_concurrency_per_instance=workers)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

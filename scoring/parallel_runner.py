@@ -133,13 +133,14 @@ _END = object()
 
 def run_parallel_job(job: ParallelJob, items: Iterable[InputItem]) -> MergeResult:
     """Score every item of `items` (files under `job.input_root`); writes `predictions.csv` and `errors.csv`."""
+    job = dataclasses.replace(job, settings=local_settings(job.settings))
     settings = job.settings
     cache = RowsCache(job.rows_dir or job.work_dir / ROWS_DIR)
     cached = cache.load()
     progress = _Progress(job.progress_interval_s, job.on_progress)
     log.info("job starts: mini-batches of %d, %d workers (%d instances x %d), max_retries=%d, timeout=%ds, "
              "mini_batch_error_threshold=%d, error_threshold=%d; %d finished rows on record",
-             settings.mini_batch_size, settings.workers, settings.instance_count,
+             settings.mini_batch_size, _workers(settings), settings.instance_count,
              settings.max_concurrency_per_instance, settings.max_retries, settings.timeout,
              settings.mini_batch_error_threshold, settings.error_threshold, len(cached))
     dispatcher = _Dispatcher(job, cache, cached, progress)
@@ -174,7 +175,7 @@ class _Dispatcher:
         self.batch_count = 0
         self.workers: list[_Worker] = []
         self.context = multiprocessing.get_context("spawn")
-        self.threads_per_worker = max(1, (os.cpu_count() or 1) // self.settings.workers)
+        self.threads_per_worker = max(1, (os.cpu_count() or 1) // _workers(self.settings))
         self.arrivals: queue.Queue = queue.Queue(maxsize=4096)
         self.feed_error: BaseException | None = None
 
@@ -187,7 +188,7 @@ class _Dispatcher:
         feeder.start()
         try:
             # Workers start now: their init() (imports, model load) overlaps the listing and the download.
-            self.workers = [self._start_worker() for _ in range(self.settings.workers)]
+            self.workers = [self._start_worker() for _ in range(_workers(self.settings))]
             while not self.progress.listing_complete or self.todo or any(w.batch for w in self.workers):
                 self._take_arrivals()
                 self._assign()
@@ -409,6 +410,19 @@ class _Dispatcher:
         self._stop_worker(worker)
         index = self.workers.index(worker)
         self.workers[index] = self._start_worker()
+
+
+def local_settings(settings: JobSettings) -> JobSettings:
+    """The settings on this machine, where every node (`instance_count`) is a slice of its cores and memory."""
+    import psutil
+
+    nodes = settings.instance_count
+    return settings.for_node(max(1, (os.cpu_count() or 1) // nodes), psutil.virtual_memory().total / 2**30 / nodes)
+
+
+def _workers(settings: JobSettings) -> int:
+    """Worker processes in all: nodes times processes per node."""
+    return settings.instance_count * settings.max_concurrency_per_instance
 
 
 def _send_quietly(conn, message) -> None:

@@ -12,8 +12,8 @@ Rules for `auto`:
   fp32; a reduced precision only when the model records a top-1 agreement with
   fp32 of at least `MIN_AGREEMENT` for it (`python -m scoring check-precision`).
 - channels-last on; batch 32 on CPU, the largest that fits half the free GPU
-  memory on CUDA (found at init); decoding inline on CPU (every core runs a
-  worker), the node's cores shared among the workers on CUDA.
+  memory on CUDA (found at init); decoding inline where every core runs a
+  worker (the default), else the node's cores shared among the workers on CUDA.
 """
 
 from __future__ import annotations
@@ -95,11 +95,12 @@ def resolve(requested: JobSettings, capabilities: Capabilities, agreement: Mappi
                 f"agrees with fp32 on {measured:.2%} of images, below {MIN_AGREEMENT:.1%}" if measured is not None
                 else "was never checked for this model (python -m scoring check-precision)"))
 
-    workers = max(1, requested.max_concurrency_per_instance)
+    workers = requested.max_concurrency_per_instance or capabilities.cpus  # 0: one per core
     batch_size = requested.batch_size or (FIT_GPU if device == "cuda" else CPU_BATCH_SIZE)
     decode_threads = requested.decode_threads
     if decode_threads < 0:
-        decode_threads = max(1, capabilities.cpus // workers) if device == "cuda" else 0
+        # A worker per core decodes inline (measured best, CPU and GPU alike); fewer workers share the cores.
+        decode_threads = capabilities.cpus // workers if device == "cuda" and workers < capabilities.cpus else 0
     return Profile(device=device, precision=precision, channels_last=requested.channels_last != "off",
                    batch_size=batch_size, decode_threads=decode_threads, compile=requested.compile,
                    reasons=tuple(reasons))

@@ -107,6 +107,13 @@ class _Compute:
         self.computes[compute.name] = compute
         return _Poller(result=compute)
 
+    def list_sizes(self, *, location=None, compute_type=None):
+        from azure.ai.ml.entities import VmSize
+
+        return [VmSize(name="Standard_NC4as_T4_v3", v_cp_us=4, gpus=1, memory_gb=28.0),
+                VmSize(name="Standard_D16s_v3", v_cp_us=16, gpus=0, memory_gb=64.0),
+                VmSize(name="Standard_F2s_v2", v_cp_us=2, gpus=0, memory_gb=4.0)]
+
 
 class FakeMLClient:
     def __init__(self):

@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import os
 
 import pytest
 
@@ -97,3 +98,17 @@ def test_the_cli_refuses_what_the_form_refuses():
     args = _score_parser().parse_args(["--input", "i", "--model", "m", "--out", "o", "--mini_batch_size", "0"])
     with pytest.raises(JobSettingsError, match="mini_batch_size=0"):
         from_namespace(args)
+
+
+@pytest.mark.parametrize("cores, memory_gb, workers", [(16, 128, 16), (4, 28, 4), (8, 6, 3), (2, 1, 1), (2, None, 2)])
+def test_auto_workers_are_one_per_core_and_at_most_one_per_2_gb(cores, memory_gb, workers):
+    assert JobSettings().for_node(cores, memory_gb).max_concurrency_per_instance == workers
+    assert JobSettings(max_concurrency_per_instance=5).for_node(cores, memory_gb).max_concurrency_per_instance == 5
+
+
+def test_the_local_runner_gives_every_core_of_this_machine_a_worker():
+    from scoring.parallel_runner import local_settings
+
+    assert local_settings(JobSettings()).max_concurrency_per_instance == min(os.cpu_count(), max(1, int(
+        __import__("psutil").virtual_memory().total / 2**30 // 2)))
+    assert local_settings(JobSettings(instance_count=2)).max_concurrency_per_instance >= 1

@@ -44,6 +44,12 @@ def test_auto_on_cuda_is_fp16_channels_last_a_fitted_batch_and_the_cores_shared_
     assert "NVIDIA T4" in profile.describe()
 
 
+def test_a_worker_per_core_decodes_inline_on_cuda_too():
+    """The default (max_concurrency_per_instance=0: one worker per core) measured best on an H100 host."""
+    profile = resolve(JobSettings(), GPU, CHECKED)
+    assert (profile.device, profile.decode_threads) == ("cuda", 0)
+
+
 def test_explicit_values_win_over_auto():
     profile = resolve(JobSettings(device="cpu", precision="fp32", channels_last="off", batch_size=7,
                                   decode_threads=2, compile=True), CPU_BF16, CHECKED)

@@ -54,18 +54,33 @@ def scoring_environment(reference: str | None = None):
     return Environment(image=BASE_IMAGE, conda_file=str(CONDA_FILE))
 
 
-# Azure's GPU VM families (NC, ND, NG, NV): their nodes carry NVIDIA GPUs.
+# Azure's GPU VM families (NC, ND, NG, NV): what tells a GPU size when the size list is not at hand.
 _GPU_VM_SIZE = re.compile(r"^Standard_N", re.IGNORECASE)
+FALLBACK_WORKERS = 2
 
 
-def is_gpu_vm_size(vm_size: str | None) -> bool:
-    return bool(vm_size and _GPU_VM_SIZE.match(vm_size))
+@dataclasses.dataclass(frozen=True)
+class NodeSize:
+    """What a compute's VM size offers per node (from the workspace's size list; unknowns are None)."""
+
+    name: str | None
+    cores: int | None = None
+    gpus: int | None = None
+    memory_gb: float | None = None
+
+    @property
+    def has_gpu(self) -> bool:
+        return bool(self.gpus) if self.gpus is not None else bool(self.name and _GPU_VM_SIZE.match(self.name))
 
 
-def for_compute(settings: JobSettings, vm_size: str | None) -> JobSettings:
-    """`device=auto` on a GPU cluster means CUDA: its nodes fail at init() without it, never score on CPU."""
-    if settings.device == AUTO and is_gpu_vm_size(vm_size):
-        return dataclasses.replace(settings, device="cuda")
+def for_compute(settings: JobSettings, node: NodeSize) -> JobSettings:
+    """The job's settings for the cluster's nodes: `auto` workers become one per core, and `device=auto` on
+    a GPU size becomes `cuda`, so a node without usable CUDA fails at init() instead of scoring on its CPU."""
+    if node.has_gpu and settings.device == AUTO:
+        settings = dataclasses.replace(settings, device="cuda")
+    if not settings.max_concurrency_per_instance:
+        settings = (settings.for_node(node.cores, node.memory_gb) if node.cores
+                    else dataclasses.replace(settings, max_concurrency_per_instance=FALLBACK_WORKERS))
     return settings
 
 
@@ -190,7 +205,7 @@ class AzureMLBackend:
     def submit_job(self, spec: ScoringJobSpec) -> JobInfo:
         from azure.core.exceptions import ResourceExistsError
 
-        spec = dataclasses.replace(spec, settings=for_compute(spec.settings, self._vm_size(spec.compute)))
+        spec = dataclasses.replace(spec, settings=for_compute(spec.settings, self._node_size(spec.compute)))
         with tempfile.TemporaryDirectory(prefix="batch-scoring-code-") as scratch:
             code_dir = Path(self._code_dir) if self._code_dir else stage_code(Path(scratch))
             job = build_pipeline_job(spec, code_dir=code_dir, environment=scoring_environment(self._environment))
@@ -200,13 +215,21 @@ class AzureMLBackend:
                 raise JobAlreadyExists(f"job {spec.name!r} already exists in the workspace") from None
         return _job_info(created)
 
-    def _vm_size(self, compute_name: str) -> str | None:
-        from azure.core.exceptions import ResourceNotFoundError
+    def _node_size(self, compute_name: str) -> NodeSize:
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
         try:
-            return getattr(self.client.compute.get(compute_name), "size", None)
+            name = getattr(self.client.compute.get(compute_name), "size", None)
         except ResourceNotFoundError:
-            return None
+            return NodeSize(None)
+        try:
+            sizes = {size.name.lower(): size for size in self.client.compute.list_sizes() if size.name}
+        except HttpResponseError:
+            sizes = {}
+        size = sizes.get((name or "").lower())
+        if size is None:
+            return NodeSize(name)
+        return NodeSize(name, cores=size.v_cp_us, gpus=size.gpus, memory_gb=size.memory_gb)
 
     def get_job(self, name: str) -> JobInfo:
         from azure.core.exceptions import ResourceNotFoundError

@@ -141,19 +141,25 @@ def test_the_parallel_step_carries_the_scoring_profile(job):
     assert "--precision" in profile and "--channels_last" in profile and "--decode_threads" in profile
 
 
-def test_auto_device_on_a_gpu_cluster_becomes_cuda_so_a_node_without_it_fails_at_init():
+@pytest.mark.parametrize("size, device, workers", [
+    ("Standard_NC4as_T4_v3", "cuda", 4),  # a GPU size: CUDA, so a node without it fails at init(); a worker per core
+    ("Standard_D16s_v3", "auto", 16),
+    ("Standard_F2s_v2", "auto", 2),  # 4 GB: at most one worker per 2 GB
+    ("Standard_NV_unlisted", "cuda", 2),  # not in the size list: the name says GPU; workers fall back to 2
+])
+def test_auto_settings_resolve_for_the_clusters_vm_size(size, device, workers):
     from azure.ai.ml.entities import AmlCompute
 
     client = FakeMLClient()
-    client.compute.computes["gpu-cluster"] = AmlCompute(name="gpu-cluster", size="Standard_NC4as_T4_v3")
-    client.compute.computes["cpu-cluster"] = AmlCompute(name="cpu-cluster", size="Standard_D4s_v3")
-    backend = AzureMLBackend(client)
-    backend.submit_job(SPEC)
-    backend.submit_job(ScoringJobSpec(**{**SPEC.__dict__, "name": "on-cpu", "compute": "cpu-cluster"}))
-    on_gpu = _program_arguments(client.jobs.jobs[SPEC.name].submitted)
-    on_cpu = _program_arguments(client.jobs.jobs["on-cpu"].submitted)
-    assert on_gpu[on_gpu.index("--device") + 1] == "cuda"
-    assert on_cpu[on_cpu.index("--device") + 1] == "auto"
+    client.compute.computes["cluster"] = AmlCompute(name="cluster", size=size)
+    auto = JobSettings()
+    assert (auto.device, auto.max_concurrency_per_instance) == ("auto", 0)
+    AzureMLBackend(client).submit_job(ScoringJobSpec(**{**SPEC.__dict__, "compute": "cluster", "settings": auto}))
+    submitted = client.jobs.jobs[SPEC.name].submitted
+    arguments = _program_arguments(submitted)
+    assert arguments[arguments.index("--device") + 1] == device
+    assert arguments[arguments.index("--max_concurrency_per_instance") + 1] == str(workers)
+    assert yaml.safe_load(submitted._to_yaml())["jobs"]["score_images"]["max_concurrency_per_instance"] == workers
 
 
 @pytest.mark.parametrize("level", ["DEBUG", "INFO", "WARNING"])
