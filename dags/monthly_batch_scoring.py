@@ -80,6 +80,10 @@ def monthly_batch_scoring():
         from batch_scoring.month import InvalidMonth, resolve_month
         from scoring.job_settings import JobSettings, JobSettingsError
 
+        unknown = sorted(set(getattr(dag_run, "conf", None) or {}) - set(params))
+        if unknown:  # a misspelt key ({"mnth": ...}) would otherwise score the default month without a word
+            raise AirflowFailException(f"unknown run configuration key(s) {', '.join(map(repr, unknown))}; known: "
+                                       f"{', '.join(sorted(params))}")
         try:
             month = resolve_month(params.get("month"), data_interval_start, dag_run.run_after)
             settings = JobSettings.from_dict({name: params[name] for name in JOB_PARAMS})

@@ -19,9 +19,20 @@ def _params(**overrides) -> dict:
     return {**{name: param.value for name, param in DAG.params.items()}, **overrides}
 
 
-def _plan(**overrides) -> dict:
+def _plan(conf: dict | None = None, **overrides) -> dict:
     return PLAN(params=_params(**overrides), data_interval_start=INTERVAL_START,
-                dag_run=SimpleNamespace(run_after=INTERVAL_START), dag=SimpleNamespace(dag_id=DAG.dag_id))
+                dag_run=SimpleNamespace(run_after=INTERVAL_START, conf=conf or {}),
+                dag=SimpleNamespace(dag_id=DAG.dag_id))
+
+
+def test_a_misspelt_configuration_key_fails_the_plan_naming_it_and_the_known_ones():
+    with pytest.raises(AirflowFailException) as raised:
+        _plan(conf={"mnth": "202609", "month": "202609"})
+    message = str(raised.value)
+    assert message.startswith("unknown run configuration key(s) 'mnth'; known: ") and "month" in message
+    assert "\n" not in message
+    known = {"month": "202609", "precision": "fp32"}
+    assert _plan(conf=known, **known)["month"] == "202609"  # Airflow merges a run's conf into its params
 
 
 def test_the_form_defaults_are_the_one_set_of_defaults():
