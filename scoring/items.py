@@ -128,8 +128,3 @@ def _kind(mode: int) -> str:
         if test(mode):
             return kind
     return "a special file"
-
-
-def list_input_items(input_root: Path) -> list[str]:
-    """Every item name under the folder, sorted (failed ones included: they are inputs too)."""
-    return sorted(item.name for item in walk_folder(input_root))
