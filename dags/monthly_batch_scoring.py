@@ -22,6 +22,7 @@ next attempt) → validate and publish.
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 
@@ -39,6 +40,8 @@ WASB_CONN_ID = "wasb_default"
 AZURE_ML_CONN_ID = "azure_ml_default"
 DATA_ASSET_NAME = "monthly-images"
 MONTHLY_PREDICTIONS = Asset(name="monthly_predictions", uri="wasb://predictions/")
+# Between a task's failure and its retry (a retry of the wait submits the job's next attempt); seconds.
+RETRY_DELAY = dt.timedelta(seconds=int(os.environ.get("BATCH_SCORING_RETRY_DELAY_S", "120")))
 
 # The job settings and the scoring profile: one definition (scoring.job_settings), one set of defaults.
 JOB_PARAMS = {name: Param(default, **schema) for name, (default, schema) in param_schemas().items()}
@@ -50,7 +53,7 @@ JOB_PARAMS = {name: Param(default, **schema) for name, (default, schema) in para
     start_date=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
     catchup=False,
     max_active_runs=2,
-    default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=2)},
+    default_args={"retries": 2, "retry_delay": RETRY_DELAY},
     tags=["scoring", "azure-ml", "monthly"],
     doc_md=__doc__,
     render_template_as_native_obj=True,

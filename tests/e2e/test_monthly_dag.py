@@ -131,3 +131,53 @@ def test_a_backfill_of_three_months_runs_one_interval_per_month(stack):
     planned = [line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| 2026-")]
     # Each logical date is its data interval's start: January, February and March are scored.
     assert planned == ["2026-01-01 00:00:00+00:00", "2026-02-01 00:00:00+00:00", "2026-03-01 00:00:00+00:00"]
+
+
+def test_airflow_retries_the_wait_after_the_job_is_killed_and_the_next_attempt_finishes_the_month(
+        stack, blob_service_module):
+    """What an operator sees: the job's process SIGKILLed mid-month, the wait task fails, Airflow retries it,
+    the retry submits -r1, which scores only what is left, and the month is published whole."""
+    import os
+    import signal
+    import time
+
+    from localml.workspace import read_json
+    from support import image_bytes
+
+    root, env = stack
+    month = "202608"
+    container = blob_service_module.get_container_client("images")
+    if not container.exists():
+        container.create_container()
+    names = [f"{index:03d}.png" for index in range(600)]
+    for name in names:
+        container.upload_blob(f"{month}/{name}", image_bytes("PNG", size=(300, 300)), overwrite=True)
+    base = f"monthly-batch-scoring-{month}"
+    jobs_dir = root / "state" / "localml" / "jobs"
+    rows = root / "state" / "localml" / "months" / "images" / month / "rows"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "airflow", "dags", "test", "-c", json.dumps({"month": month, "poll_interval": 1}),
+         "monthly_batch_scoring", LOGICAL_DATE],
+        env={**env, "BATCH_SCORING_RETRY_DELAY_S": "2"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (rows.is_dir() and any(rows.glob("*.jsonl"))):
+            assert time.monotonic() < deadline and run.poll() is None, "the job never finished a mini-batch"
+            time.sleep(0.05)
+        process = read_json(jobs_dir / base / "process.json")
+        os.killpg(process["pid"], signal.SIGKILL)
+        output, _ = run.communicate(timeout=600)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, output[-6000:]
+    assert "this try submits the next attempt" in output
+    assert sorted(p.name for p in jobs_dir.iterdir() if p.name.startswith(base)) == [base, f"{base}-r1"]
+    progress = read_json(jobs_dir / f"{base}-r1" / "progress.json")
+    assert 0 < progress["reused"] < len(names)  # what the killed attempt finished was not scored again
+    published = blob_service_module.get_container_client("predictions")
+    rows_out = list(csv.DictReader(io.StringIO(
+        published.download_blob(f"{month}/predictions.csv").readall().decode(), newline="")))
+    assert sorted(row["image"] for row in rows_out) == names  # every image exactly once
+    manifest = json.loads(published.download_blob(f"{month}/manifest.json").readall())
+    assert manifest["job_name"] == f"{base}-r1"
