@@ -63,6 +63,13 @@ class _AzureMLOperator(BaseOperator):
     def hook(self) -> AzureMLHook:
         return AzureMLHook(azure_ml_conn_id=self.azure_ml_conn_id)
 
+    def _ensure_job(self, wanted: ScoringJobSpec):
+        """The attempt policy's job for `wanted`; a live attempt of another model fails the task in one line."""
+        try:
+            return ensure_job(self.hook.backend, wanted, self.log)
+        except AttemptConflict as error:
+            raise AzureMLJobFailed(str(error)) from None
+
 
 class AzureMLEnsureComputeOperator(_AzureMLOperator):
     """Create the AmlCompute cluster if it is missing and wait for it; reuse an existing one as is.
@@ -177,10 +184,7 @@ class AzureMLSubmitScoringJobOperator(_AzureMLOperator):
             model_name=self.model_name, model_version=str(self.model_version), compute=self.compute_name,
             settings=JobSettings.from_dict(self.job_settings), tags=tags,
         )
-        try:
-            job = ensure_job(self.hook.backend, wanted, self.log)
-        except AttemptConflict as error:
-            raise AzureMLJobFailed(str(error)) from None
+        job = self._ensure_job(wanted)
         context["ti"].xcom_push(key=JOB_SPEC_KEY, value=spec_to_dict(wanted))
         _push_job(context, job)
         self.log.info("job link: %s", job.url)
@@ -223,10 +227,7 @@ class AzureMLWaitForJobOperator(_AzureMLOperator):
         if info.status in FAILURE_STATES and self.job_spec and _is_rerun(context):
             self.log.warning("job %s ended %s%s; this try submits the next attempt", info.name, info.status,
                              f" ({info.error})" if info.error else "")
-            try:
-                info = ensure_job(self.hook.backend, spec_from_dict(self.job_spec), self.log)
-            except AttemptConflict as error:
-                raise AzureMLJobFailed(str(error)) from None
+            info = self._ensure_job(spec_from_dict(self.job_spec))
             self.job_name = info.name
         _push_job(context, info)
         submitted_by = info.tags.get(RUN_TAG)
