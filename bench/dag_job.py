@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import shutil
 import sys
 import time
@@ -68,7 +69,6 @@ def dag_job_img_s(files: list[Path], model_dir: Path, state: Path) -> tuple[floa
     """(img/s from submit to Completed, the job's counts and settings); Azurite is started and stopped here."""
     if str(PLUGINS) not in sys.path:
         sys.path.insert(0, str(PLUGINS))  # as Airflow puts its plugins folder on sys.path
-    from batch_scoring.backends.local import LocalBackend
     from batch_scoring.hooks.azure_ml import AzureMLHook
     from batch_scoring.operators.azure_ml import (
         AzureMLEnsureComputeOperator,
@@ -76,6 +76,7 @@ def dag_job_img_s(files: list[Path], model_dir: Path, state: Path) -> tuple[floa
         AzureMLSubmitScoringJobOperator,
     )
     from devstack import azurite
+    from devstack.airflow_env import connections
 
     azurite_dir = state / "azurite"
     service = azurite.start(azurite_dir, port=azurite.free_port())
@@ -84,7 +85,9 @@ def dag_job_img_s(files: list[Path], model_dir: Path, state: Path) -> tuple[floa
         workspace = state / "dag-job-workspace"
         shutil.rmtree(workspace, ignore_errors=True)
         shutil.copytree(model_dir, workspace / "models" / "bench" / "1")
-        backend = LocalBackend(workspace, service.connection_string)
+        # The connections `make demo` sets: the operators build their hook and backend from them, as in a task.
+        os.environ.update(connections(service.connection_string, workspace))
+        backend = AzureMLHook().backend
         context = {"ti": _TaskInstance(), "dag": SimpleNamespace(dag_id="monthly_batch_scoring")}
         settings = dag_default_settings()
         operators = [
@@ -96,10 +99,6 @@ def dag_job_img_s(files: list[Path], model_dir: Path, state: Path) -> tuple[floa
                 data_asset_name="monthly-images", data_asset_version=MONTH, model_name="bench", model_version="1",
                 compute_name="local-pool", job_settings=settings),
         ]
-        hook = AzureMLHook()
-        hook.__dict__["backend"] = backend  # what the local connection would build
-        for operator in operators:
-            operator.__dict__["hook"] = hook
         operators[0].execute(context)
         operators[1].execute(context)
         started = time.perf_counter()

@@ -29,13 +29,20 @@ def airflow_env(azurite: Azurite, *, state_dir: Path, airflow_home: Path, base: 
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        **connections(azurite.connection_string, state_dir / "localml"),
+    })
+    return env
+
+
+def connections(storage_connection_string: str, workspace_dir: Path) -> dict[str, str]:
+    """The embedded default's two Airflow connections, as the environment variables Airflow reads."""
+    return {
         "AIRFLOW_CONN_WASB_DEFAULT": json.dumps({
             "conn_type": "wasb",
-            "extra": {"connection_string": azurite.connection_string},
+            "extra": {"connection_string": storage_connection_string},
         }),
         "AIRFLOW_CONN_AZURE_ML_DEFAULT": json.dumps({
             "conn_type": "azure_ml",
-            "extra": {"backend": "local", "workspace_dir": str(state_dir / "localml"), "wasb_conn_id": "wasb_default"},
+            "extra": {"backend": "local", "workspace_dir": str(workspace_dir), "wasb_conn_id": "wasb_default"},
         }),
-    })
-    return env
+    }

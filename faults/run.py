@@ -351,11 +351,13 @@ def case_hung_file(suite: Suite) -> Row:
 
 
 class _JobBench:
-    """The month's job as the DAG drives it: register, ensure compute, submit, wait; a hook over a local backend."""
+    """The month's job as the DAG drives it: register, ensure compute, submit, wait, over a local-backend connection."""
 
     def __init__(self, suite: Suite, name: str):
-        from batch_scoring.backends.local import LocalBackend
         from azure.storage.blob import BlobServiceClient
+
+        from batch_scoring.hooks.azure_ml import AzureMLHook
+        from devstack.airflow_env import connections
 
         self.suite, self.month, self.base = suite, "202610", f"faults-{name}"
         self.container_name = f"f{abs(hash(name)) % 10**8}"
@@ -363,7 +365,12 @@ class _JobBench:
             self.container_name)
         workspace = suite.root / name / "workspace"
         shutil.copytree(suite.model_dir, workspace / "models" / "m" / "1")
-        self.backend = LocalBackend(workspace, suite.connection_string)
+        # A connection of its own, of the shape `make demo` sets: the operators build hook and backend from it.
+        self.conn_id = f"faults_{name.replace('-', '_')}"
+        env = connections(suite.connection_string, workspace)
+        os.environ["AIRFLOW_CONN_WASB_DEFAULT"] = env["AIRFLOW_CONN_WASB_DEFAULT"]
+        os.environ[f"AIRFLOW_CONN_{self.conn_id.upper()}"] = env["AIRFLOW_CONN_AZURE_ML_DEFAULT"]
+        self.backend = AzureMLHook(azure_ml_conn_id=self.conn_id).backend
         self._operate("register")
         self._operate("compute")
 
@@ -372,14 +379,6 @@ class _JobBench:
         return {"ti": SimpleNamespace(xcom_push=lambda key, value: pushed.__setitem__(key, value),
                                       try_number=try_number),
                 "dag": SimpleNamespace(dag_id="faults"), "run_id": run_id}
-
-    def _hooked(self, operator):
-        from batch_scoring.hooks.azure_ml import AzureMLHook
-
-        hook = AzureMLHook()
-        hook.__dict__["backend"] = self.backend
-        operator.__dict__["hook"] = hook
-        return operator
 
     def _operate(self, what: str, **kwargs):
         from batch_scoring.operators.azure_ml import (
@@ -394,19 +393,22 @@ class _JobBench:
         context = self.context(pushed, try_number=kwargs.pop("try_number", 1), run_id=kwargs.pop("run_id", "scheduled"))
         if what == "register":
             operator = AzureMLRegisterDataAssetOperator(
-                task_id="register", name="images", version=self.month,
+                task_id="register", azure_ml_conn_id=self.conn_id, name="images", version=self.month,
                 path=f"azureml://datastores/{self.container_name}/paths/{self.month}/")
         elif what == "compute":
-            operator = AzureMLEnsureComputeOperator(task_id="compute", compute_name="pool")
+            operator = AzureMLEnsureComputeOperator(task_id="compute", azure_ml_conn_id=self.conn_id,
+                                                    compute_name="pool")
         elif what == "submit":
             operator = AzureMLSubmitScoringJobOperator(
-                task_id="submit", job_name=self.base, month=self.month, data_asset_name="images",
+                task_id="submit", azure_ml_conn_id=self.conn_id, job_name=self.base, month=self.month,
+                data_asset_name="images",
                 data_asset_version=self.month, model_name="m", model_version="1", compute_name="pool",
                 job_settings={"mini_batch_size": 4, "max_concurrency_per_instance": 1, "error_threshold": -1},
                 inputs_fingerprint=month_fingerprint(self.container, self.month)[1])
         else:
-            operator = AzureMLWaitForJobOperator(task_id="wait", poll_interval=0.2, deferrable=False, **kwargs)
-        result = self._hooked(operator).execute(context)
+            operator = AzureMLWaitForJobOperator(task_id="wait", azure_ml_conn_id=self.conn_id, poll_interval=0.2,
+                                                 deferrable=False, **kwargs)
+        result = operator.execute(context)
         return result, pushed
 
     def upload(self, files: dict[str, bytes]) -> None:
@@ -524,8 +526,8 @@ def case_shared_job_other_run_killed(suite: Suite) -> Row:
     bench = _JobBench(suite, "shared-job")
     bench.upload({f"{i:02d}.png": _image("PNG", size=(300, 300)) for i in range(60)})
     name, pushed = bench._operate("submit", run_id="scheduled")
-    other = bench._hooked(AzureMLWaitForJobOperator(task_id="wait", job_name=name, poll_interval=0.2,
-                                                    deferrable=False))
+    other = AzureMLWaitForJobOperator(task_id="wait", azure_ml_conn_id=bench.conn_id, job_name=name,
+                                      poll_interval=0.2, deferrable=False)
     waiting = threading.Thread(target=other.execute, args=(bench.context({}, run_id="manual"),), daemon=True)
     waiting.start()
     time.sleep(1.0)
