@@ -2,6 +2,7 @@
 
 import pytest
 
+from scoring import blob_inputs
 from scoring.blob_inputs import container_client, fetch_prefix, safe_relative_path
 from scoring.items import StorageUnavailable
 
@@ -74,6 +75,26 @@ def test_an_unreachable_store_fails_in_one_line_naming_it_after_the_outage_time(
     message = str(raised.value)
     assert message.startswith(f"the blob store at {endpoint}/images/202610/ did not answer for 2s; last error: ")
     assert "\n" not in message and "a2V5" not in message
+
+
+def test_a_blob_deleted_or_replaced_after_listing_is_one_item_with_a_reason(tmp_path, blob_service, monkeypatch):
+    container = blob_service.create_container("fetchrace")
+    for name in ("m/a.jpg", "m/b.jpg", "m/c.jpg"):
+        container.upload_blob(name, b"old")
+    listed = blob_inputs._list
+
+    def list_then_change(*args):
+        page = list(listed(*args))
+        container.delete_blob("m/a.jpg")
+        container.upload_blob("m/b.jpg", b"new", overwrite=True)
+        yield from page
+
+    monkeypatch.setattr(blob_inputs, "_list", list_then_change)
+    items = _fetch(container, "m/", tmp_path / "in")
+    for changed in ("a.jpg", "b.jpg"):
+        assert items[changed].failure[1].startswith("the blob was deleted or replaced while the month was being")
+    assert items["c.jpg"].failure is None and (tmp_path / "in" / "c.jpg").read_bytes() == b"old"
+    assert not (tmp_path / "in" / "b.jpg").exists()  # the listed identity never meets other bytes
 
 
 def test_unsafe_names_are_refused_as_paths():
