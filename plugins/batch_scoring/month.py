@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+MONTHLY_DAG_ID = "monthly_batch_scoring"  # the DAG whose runs this rule maps to months (and are noted with them)
 MONTH_PATTERN = r"^\d{4}(0[1-9]|1[0-2])$"
 _MONTH = re.compile(MONTH_PATTERN)
 
@@ -51,3 +52,9 @@ def resolve_month(requested: str | None, data_interval_start: dt.datetime | None
     if run_after is not None:
         return validate_month(previous_month(run_after))
     raise InvalidMonth("no month given and the run has no data interval: trigger it with a month (YYYYMM)")
+
+
+def month_before(month: str) -> str:
+    """The month before a `YYYYMM` month: what a month's drift is measured against."""
+    year, number = divmod(int(validate_month(month)) - 1, 100)
+    return f"{year - 1:04d}12" if number == 0 else f"{year:04d}{number:02d}"

@@ -3,32 +3,44 @@
 Validation checks the docs/contracts.md rules (columns and order, one row per image,
 sorted, scores in [0, 1], month and model columns, and the accounting invariant
 `predictions ∪ errors == inputs`, disjoint) and publishes nothing if any fails.
+The CSVs are read with pandas in chunks and image names are kept as 64-bit
+hashes, so memory is one chunk plus a few tens of bytes per image (one hash per
+input and per output row, and a sort's copy), not the names; the names of broken
+rows are found again by a second pass, only then.
+Two distinct names sharing a 64-bit hash would hide one missing row: at a million
+images the chance is about 3 in 100 million.
 
 Publishing is atomic for readers who follow the manifest: the old
-`manifest.json` is removed first, the files are uploaded, and the new manifest,
-holding every file's sha256, is written last. No manifest means "being
+`manifest.json` is removed first, the files are uploaded with their content
+types, and the new manifest, holding every file's sha256, the publish time and
+the run that produced them, is written last. No manifest means "being
 published"; a manifest always matches the files it lists.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
+import datetime as dt
 import hashlib
+import itertools
 import json
-import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from batch_scoring.report import REPORT_FILE
+import numpy as np
+import pandas as pd
+
+from batch_scoring.report import CHUNK_ROWS, REPORT_FILE, read_chunks
 from scoring.items import encode_name
 from scoring.merge import ERRORS_FILE, PREDICTIONS_FILE
 from scoring.reuse import sha256_of
-from scoring.rows import ERROR_COLUMNS, PREDICTION_COLUMNS, in_item_order
+from scoring.rows import ERROR_COLUMNS, PREDICTION_COLUMNS
 
 PUBLISHED_FILES = (PREDICTIONS_FILE, ERRORS_FILE, REPORT_FILE)
 MANIFEST_FILE = "manifest.json"
+CONTENT_TYPES = {".csv": "text/csv; charset=utf-8", ".json": "application/json",
+                 ".html": "text/html; charset=utf-8"}
 _SHOWN = 3  # examples named in a one-line error
 
 
@@ -43,11 +55,20 @@ class MonthOutputs:
     errors: int
 
 
+class MonthListing:
+    """The month's blobs as image ids (relative to the month folder), listed afresh on each iteration."""
+
+    def __init__(self, container_client, month: str):
+        self._container, self._prefix = container_client, f"{month}/"
+
+    def __iter__(self) -> Iterator[str]:
+        for blob in self._container.list_blobs(name_starts_with=self._prefix):
+            yield encode_name(blob.name[len(self._prefix):])
+
+
 def list_month_items(container_client, month: str) -> list[str]:
-    """Every blob under `<month>/`, as image ids relative to the month folder."""
-    prefix = f"{month}/"
-    return in_item_order(encode_name(blob.name[len(prefix):])
-                         for blob in container_client.list_blobs(name_starts_with=prefix))
+    """Every blob under `<month>/`, as image ids relative to the month folder, in item order."""
+    return sorted(MonthListing(container_client, month))
 
 
 def month_fingerprint(container_client, month: str) -> tuple[int, str]:
@@ -60,13 +81,15 @@ def month_fingerprint(container_client, month: str) -> tuple[int, str]:
     return count, digest.hexdigest()
 
 
-def _read_csv(path: Path, expected: tuple[str, ...]) -> list[dict[str, str]]:
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = tuple(reader.fieldnames or ())
-        if header[: len(expected)] != expected:
-            raise ValidationFailed(f"{path.name} has columns {list(header)}, expected {list(expected)} first")
-        return list(reader)
+def _hashes(names: Iterable[str] | np.ndarray) -> np.ndarray:
+    return pd.util.hash_array(np.asarray(names, dtype=object)).astype(np.uint64, copy=False)
+
+
+def _hash_stream(names: Iterable[str], chunk_rows: int) -> np.ndarray:
+    iterator, parts = iter(names), []
+    while batch := list(itertools.islice(iterator, chunk_rows)):
+        parts.append(_hashes(batch))
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
 
 
 def _examples(items: Iterable[str]) -> str:
@@ -75,62 +98,132 @@ def _examples(items: Iterable[str]) -> str:
     return shown + (f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else "")
 
 
+def _names_with(hashes: np.ndarray, names: Callable[[], Iterable[str]], chunk_rows: int) -> list[str]:
+    """Second pass, on failure only: the names among `names()` whose hash is in `hashes`."""
+    found, iterator = [], iter(names())
+    while batch := list(itertools.islice(iterator, chunk_rows)):
+        found += [name for name, hit in zip(batch, np.isin(_hashes(batch), hashes)) if hit]
+    return found
+
+
+def _csv_images(path: Path, chunk_rows: int) -> Callable[[], Iterator[str]]:
+    def images() -> Iterator[str]:
+        for chunk in read_chunks(path, chunk_rows=chunk_rows, usecols=["image"]):
+            yield from chunk["image"]
+    return images
+
+
+def _check_header(path: Path, expected: tuple[str, ...]) -> None:
+    header = tuple(pd.read_csv(path, nrows=0, dtype=str, encoding="utf-8").columns)
+    if header[: len(expected)] != expected:
+        raise ValidationFailed(f"{path.name} has columns {list(header)}, expected {list(expected)} first")
+
+
+def _scan(path: Path, expected: tuple[str, ...], check_rows: Callable[[pd.DataFrame], None],
+          chunk_rows: int) -> np.ndarray:
+    """Hashes of the file's images, in file order, after checking header, order, uniqueness and each chunk."""
+    _check_header(path, expected)
+    previous, parts = None, []
+    for chunk in read_chunks(path, chunk_rows=chunk_rows):
+        images = chunk["image"].to_numpy(dtype=object)
+        joined = images if previous is None else np.concatenate([[previous], images])
+        if len(joined) > 1:
+            later, earlier = joined[1:], joined[:-1]
+            if (later < earlier).any():
+                raise ValidationFailed(f"{path.name} is not sorted by image")
+            if (repeated := later[later == earlier]).size:
+                raise ValidationFailed(f"{path.name} lists {_examples(set(repeated))} more than once")
+        check_rows(chunk)
+        parts.append(_hashes(images))
+        previous = images[-1] if len(images) else previous
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
+
+
 def validate_outputs(folder: Path, input_items: Iterable[str], *, month: str, model_name: str,
-                     model_version: str) -> MonthOutputs:
-    """Raise `ValidationFailed` with one line naming the first broken rule; else return the counts."""
-    inputs = set(input_items)
-    predictions = _read_csv(folder / PREDICTIONS_FILE, PREDICTION_COLUMNS)
-    errors = _read_csv(folder / ERRORS_FILE, ERROR_COLUMNS)
-    for name, rows in ((PREDICTIONS_FILE, predictions), (ERRORS_FILE, errors)):
-        images = [row["image"] for row in rows]
-        if images != in_item_order(images):
-            raise ValidationFailed(f"{name} is not sorted by image")
-        if len(set(images)) != len(images):
-            duplicates = {image for image in images if images.count(image) > 1}
-            raise ValidationFailed(f"{name} lists {_examples(duplicates)} more than once")
-    scored = {row["image"] for row in predictions}
-    failed = {row["image"] for row in errors}
-    if scored & failed:
-        raise ValidationFailed(f"{_examples(scored & failed)} appear in both predictions.csv and errors.csv")
-    if missing := inputs - scored - failed:
-        raise ValidationFailed(f"{len(missing)} input images are in neither file: {_examples(missing)}")
-    if unknown := (scored | failed) - inputs:
-        raise ValidationFailed(f"{len(unknown)} output rows name no input image: {_examples(unknown)}")
-    for row in predictions:
-        try:
-            score = float(row["score"])
-        except ValueError:
-            score = math.nan
-        if not 0.0 <= score <= 1.0:
+                     model_version: str, chunk_rows: int = CHUNK_ROWS) -> MonthOutputs:
+    """Raise `ValidationFailed` with one line naming the first broken rule; else return the counts.
+
+    `input_items` may be iterated twice (the second time only to name missing images)."""
+    model_version = str(model_version)
+
+    def check_predictions(chunk: pd.DataFrame) -> None:
+        scores = pd.to_numeric(chunk["score"], errors="coerce")
+        if (bad := chunk[~scores.between(0.0, 1.0)]).size:
+            row = bad.iloc[0]
             raise ValidationFailed(f"score {row['score']!r} of {row['image']!r} is not a probability in [0, 1]")
-        if not row["label"]:
-            raise ValidationFailed(f"{row['image']!r} has an empty label")
-        if row["month"] != month:
+        if (bad := chunk[chunk["label"] == ""]).size:
+            raise ValidationFailed(f"{bad.iloc[0]['image']!r} has an empty label")
+        if (bad := chunk[chunk["month"] != month]).size:
+            row = bad.iloc[0]
             raise ValidationFailed(f"{row['image']!r} has month {row['month']!r}, expected {month!r}")
-        if (row["model_name"], row["model_version"]) != (model_name, str(model_version)):
-            raise ValidationFailed(
-                f"{row['image']!r} was scored by {row['model_name']}:{row['model_version']}, "
-                f"expected {model_name}:{model_version}"
-            )
-    for row in errors:
-        if not row["error_type"] or not row["message"]:
-            raise ValidationFailed(f"error row of {row['image']!r} has no error_type or message")
-    if inputs and not scored:
-        raise ValidationFailed(f"none of the {len(inputs)} input images was scored; see errors.csv and the job log")
-    return MonthOutputs(inputs=len(inputs), scored=len(scored), errors=len(failed))
+        if (bad := chunk[(chunk["model_name"] != model_name) | (chunk["model_version"] != model_version)]).size:
+            row = bad.iloc[0]
+            raise ValidationFailed(f"{row['image']!r} was scored by {row['model_name']}:{row['model_version']}, "
+                                   f"expected {model_name}:{model_version}")
+
+    def check_errors(chunk: pd.DataFrame) -> None:
+        if (bad := chunk[(chunk["error_type"] == "") | (chunk["message"] == "")]).size:
+            raise ValidationFailed(f"error row of {bad.iloc[0]['image']!r} has no error_type or message")
+
+    scored = _scan(folder / PREDICTIONS_FILE, PREDICTION_COLUMNS, check_predictions, chunk_rows)
+    failed = _scan(folder / ERRORS_FILE, ERROR_COLUMNS, check_errors, chunk_rows)
+    counts = MonthOutputs(inputs=0, scored=scored.size, errors=failed.size)
+    outputs = np.concatenate([scored, failed])
+    del scored, failed  # from here on one array per side: the peak stays a few tens of bytes per image
+    outputs.sort()
+    inputs = _hash_stream(input_items, chunk_rows)
+    inputs.sort()
+    inputs = inputs[np.concatenate([[True], inputs[1:] != inputs[:-1]])] if inputs.size else inputs
+    counts = dataclasses.replace(counts, inputs=int(inputs.size))
+    predictions_images = _csv_images(folder / PREDICTIONS_FILE, chunk_rows)
+    if outputs.size > 1 and (both := outputs[1:][outputs[1:] == outputs[:-1]]).size:
+        names = _names_with(both, predictions_images, chunk_rows)
+        raise ValidationFailed(f"{_examples(names)} appear in both predictions.csv and errors.csv")
+    if not np.array_equal(inputs, outputs):  # the usual case is equal: the set differences are for the message
+        if (missing := np.setdiff1d(inputs, outputs, assume_unique=True)).size:
+            names = _names_with(missing, lambda: input_items, chunk_rows)
+            raise ValidationFailed(f"{len(missing)} input images are in neither file: {_examples(names)}")
+        unknown = np.setdiff1d(outputs, inputs, assume_unique=True)
+        names = _names_with(unknown, lambda: itertools.chain(predictions_images(),
+                                                             _csv_images(folder / ERRORS_FILE, chunk_rows)()),
+                            chunk_rows)
+        raise ValidationFailed(f"{len(unknown)} output rows name no input image: {_examples(names)}")
+    if counts.inputs and not counts.scored:
+        raise ValidationFailed(f"none of the {counts.inputs} input images was scored; see errors.csv and the job log")
+    return MonthOutputs(inputs=counts.inputs, scored=int(counts.scored), errors=int(counts.errors))
 
 
-def build_manifest(folder: Path, counts: MonthOutputs, **fields: Any) -> dict[str, Any]:
+def build_manifest(folder: Path, counts: MonthOutputs, *, published_at: dt.datetime | None = None,
+                   **fields: Any) -> dict[str, Any]:
+    """The manifest: `fields` (month, run, job, model, summary, drift…), counts, files with sha256, publish time."""
     files = {
-        name: {"sha256": sha256_of(folder / name), "bytes": (folder / name).stat().st_size}
+        name: {"sha256": sha256_of(folder / name), "bytes": (folder / name).stat().st_size,
+               "content_type": content_type(name)}
         for name in PUBLISHED_FILES
     }
-    return {**fields, "counts": dataclasses.asdict(counts), "files": files}
+    published_at = published_at or dt.datetime.now(dt.timezone.utc)
+    return {**fields, "published_at": published_at.isoformat(timespec="seconds"),
+            "counts": dataclasses.asdict(counts), "files": files}
+
+
+def content_type(name: str) -> str:
+    return CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream")
+
+
+def read_manifest(container_client, month: str) -> dict[str, Any] | None:
+    """The published manifest of `month`, or None when that month was never published (or is being published)."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        return json.loads(container_client.download_blob(f"{month}/{MANIFEST_FILE}").readall())
+    except ResourceNotFoundError:
+        return None
 
 
 def publish_month(container_client, month: str, folder: Path, manifest: dict[str, Any]) -> list[str]:
     """Upload the files under `<month>/`, manifest last; returns the blob names written."""
     from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+    from azure.storage.blob import ContentSettings
 
     try:
         container_client.create_container()
@@ -143,9 +236,11 @@ def publish_month(container_client, month: str, folder: Path, manifest: dict[str
     written = []
     for name in PUBLISHED_FILES:
         with open(folder / name, "rb") as data:
-            container_client.upload_blob(f"{month}/{name}", data, overwrite=True)
+            container_client.upload_blob(f"{month}/{name}", data, overwrite=True,
+                                         content_settings=ContentSettings(content_type=content_type(name)))
         written.append(f"{month}/{name}")
     body = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
-    container_client.upload_blob(f"{month}/{MANIFEST_FILE}", body, overwrite=True)
+    container_client.upload_blob(f"{month}/{MANIFEST_FILE}", body, overwrite=True,
+                                 content_settings=ContentSettings(content_type=content_type(MANIFEST_FILE)))
     written.append(f"{month}/{MANIFEST_FILE}")
     return written

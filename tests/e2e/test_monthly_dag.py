@@ -80,9 +80,15 @@ def test_a_month_is_scored_validated_and_published(stack, uploaded_month, blob_s
                                   "errors": len(uploaded_month) - len(good)}
     assert (manifest["model_name"], manifest["model_version"]) == ("shapes-classifier", "1")
     assert manifest["job_name"] == "monthly-batch-scoring-202610"
-    assert set(manifest["files"]) == {"predictions.csv", "errors.csv", "report.md"}
-    report = _published(blob_service_module, "report.md").decode()
-    assert f"- images: {len(uploaded_month)}" in report and "## Errors by type" in report
+    assert set(manifest["files"]) == {"predictions.csv", "errors.csv", "report.html"}
+    assert manifest["run_id"].startswith("manual__") and manifest["published_at"].startswith("20")
+    assert manifest["drift"] is None and sum(manifest["summary"]["labels"].values()) == len(good)
+    report = _published(blob_service_module, "report.html").decode()
+    assert "Nothing to compare with: no published month 202609." in report and "Errors by type" in report
+    types = {blob.name.split("/")[-1]: blob.content_settings.content_type for blob in
+             blob_service_module.get_container_client("predictions").list_blobs(name_starts_with=f"{MONTH}/")}
+    assert types == {"predictions.csv": "text/csv; charset=utf-8", "errors.csv": "text/csv; charset=utf-8",
+                     "report.html": "text/html; charset=utf-8", "manifest.json": "application/json"}
 
 
 def test_the_storage_key_appears_in_no_log_and_no_state_file(stack, uploaded_month):
@@ -181,3 +187,35 @@ def test_airflow_retries_the_wait_after_the_job_is_killed_and_the_next_attempt_f
     assert sorted(row["image"] for row in rows_out) == names  # every image exactly once
     manifest = json.loads(published.download_blob(f"{month}/manifest.json").readall())
     assert manifest["job_name"] == f"{base}-r1"
+
+
+def test_the_next_month_is_compared_with_the_last_and_a_shift_is_a_warning(stack, blob_service_module):
+    """Two small months of different shapes: the second's report and manifest carry drift against the first."""
+    import io as bytes_io
+    import random
+
+    from devstack.sample_month import draw_image
+
+    def png(label: str, seed: int) -> bytes:
+        buffer = bytes_io.BytesIO()
+        draw_image(label, random.Random(seed)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    _root, env = stack
+    container = blob_service_module.get_container_client("images")
+    if not container.exists():
+        container.create_container()
+    for month, shapes in (("202605", ["circle"] * 12), ("202606", ["circle"] * 2 + ["square"] * 10)):
+        for index, shape in enumerate(shapes):
+            container.upload_blob(f"{month}/{index:02d}.png", png(shape, index), overwrite=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "airflow", "dags", "test", "-c", json.dumps({"month": month, "poll_interval": 1}),
+             "monthly_batch_scoring", LOGICAL_DATE], env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    output = result.stdout + result.stderr
+    assert "drift vs 202605: label PSI " in output and "above the threshold 0.2" in output
+    published = blob_service_module.get_container_client("predictions")
+    manifest = json.loads(published.download_blob("202606/manifest.json").readall())
+    assert manifest["drift"]["previous_month"] == "202605" and manifest["drift"]["warning"] is True
+    report = published.download_blob("202606/report.html").readall().decode()
+    assert "Warning: drift vs 202605" in report

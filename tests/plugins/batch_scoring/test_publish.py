@@ -1,4 +1,6 @@
+import datetime as dt
 import json
+import tracemalloc
 
 import pytest
 
@@ -8,10 +10,10 @@ from batch_scoring.publish import (
     build_manifest,
     list_month_items,
     publish_month,
+    read_manifest,
     sha256_of,
     validate_outputs,
 )
-from batch_scoring.report import write_report
 
 HEADER = "image,label,score,model_name,model_version,month\n"
 ERRORS_HEADER = "image,error_type,message\n"
@@ -66,36 +68,77 @@ def test_wrong_column_order_is_refused(tmp_path):
         _validate(folder, ["a.jpg"])
 
 
-def test_publish_writes_files_then_a_manifest_with_their_hashes(tmp_path, blob_service):
+def test_publish_writes_files_with_content_types_then_a_manifest_with_hashes_time_and_run(tmp_path, blob_service):
     folder = _outputs(tmp_path, GOOD, BROKEN)
     counts = _validate(folder, ["a.jpg", "b.jpg", "c.jpg"])
-    write_report(folder, month="202610", model="m:1", job_name="j")
-    manifest = build_manifest(folder, counts, run_id="r1", month="202610", job_name="j")
+    (folder / "report.html").write_text("<html></html>", encoding="utf-8")
+    published_at = dt.datetime(2026, 11, 1, 0, 5, tzinfo=dt.timezone.utc)
+    manifest = build_manifest(folder, counts, run_id="r1", month="202610", job_name="j", published_at=published_at)
     container = blob_service.get_container_client("published-test")
     written = publish_month(container, "202610", folder, manifest)
-    assert written == ["202610/predictions.csv", "202610/errors.csv", "202610/report.md", "202610/manifest.json"]
+    assert written == ["202610/predictions.csv", "202610/errors.csv", "202610/report.html", "202610/manifest.json"]
     stored = json.loads(container.download_blob(f"202610/{MANIFEST_FILE}").readall())
     assert stored["counts"] == {"inputs": 3, "scored": 2, "errors": 1}
+    assert stored["published_at"] == "2026-11-01T00:05:00+00:00" and stored["run_id"] == "r1"
     assert stored["files"]["predictions.csv"]["sha256"] == sha256_of(folder / "predictions.csv")
-    published = ["errors.csv", "manifest.json", "predictions.csv", "report.md"]
+    published = ["errors.csv", "manifest.json", "predictions.csv", "report.html"]
     assert list_month_items(container, "202610") == published
-    assert stored["files"]["report.md"]["sha256"] == sha256_of(folder / "report.md")
+    types = {blob.name: blob.content_settings.content_type
+             for blob in container.list_blobs(name_starts_with="202610/", include=["metadata"])}
+    assert types == {"202610/predictions.csv": "text/csv; charset=utf-8", "202610/errors.csv": "text/csv; charset=utf-8",
+                     "202610/report.html": "text/html; charset=utf-8", "202610/manifest.json": "application/json"}
+    assert read_manifest(container, "202610") == stored and read_manifest(container, "202609") is None
     # Publishing again overwrites: same names, same content, still one manifest.
     publish_month(container, "202610", folder, manifest)
     assert list_month_items(container, "202610") == published
 
 
-def test_the_report_shows_counts_label_mix_scores_and_errors(tmp_path):
-    folder = _outputs(tmp_path, GOOD + ["d.jpg,circle,0.95,m,1,202610\n"], BROKEN)
-    text = write_report(folder, month="202610", model="m:1", job_name="j").read_text(encoding="utf-8")
-    assert "- images: 4" in text and "- scored: 3 (75.0%)" in text and "- errors: 1" in text
-    assert "| circle | 2 | 66.7% |" in text and "| square | 1 | 33.3% |" in text
-    assert "| 0.9–1.0 | 2 |" in text and "| 0.8–0.9 | 1 |" in text
-    assert "| corrupt | 1 | `c.jpg`: cannot decode |" in text
+def test_names_pandas_would_read_as_gaps_or_numbers_stay_names(tmp_path):
+    names = ["NA", "null", "0001", "1e3", "nan"]
+    rows = [f"{name},circle,0.5,m,1,202610\n" for name in sorted(names)]
+    counts = _validate(_outputs(tmp_path, rows, []), names)
+    assert counts.scored == 5
 
 
-def test_names_cannot_break_the_report_tables(tmp_path):
-    folder = _outputs(tmp_path, ["a.jpg,circle,0.9,m,1,202610\n"], ['"x|`y`.jpg",corrupt,bad | worse\n'])
-    text = write_report(folder, month="202610", model="m:1", job_name="j").read_text(encoding="utf-8")
-    row = next(line for line in text.splitlines() if line.startswith("| corrupt"))
-    assert row == "| corrupt | 1 | `x\\|'y'.jpg`: bad \\| worse |"
+def test_validation_reads_in_chunks_and_finds_breaks_across_chunk_edges(tmp_path):
+    names = [f"img{index:04d}.jpg" for index in range(1000)]
+    rows = [f"{name},circle,0.5,m,1,202610\n" for name in names]
+    folder = _outputs(tmp_path, rows, [])
+    kwargs = dict(month="202610", model_name="m", model_version="1", chunk_rows=64)
+    assert validate_outputs(folder, names, **kwargs).scored == 1000
+    duplicated = rows[:128] + [rows[127]] + rows[128:]  # the repeat is the first row of the third chunk
+    with pytest.raises(ValidationFailed, match="lists 'img0127.jpg' more than once"):
+        validate_outputs(_outputs(tmp_path / "dup", duplicated, []), names, **kwargs)
+    with pytest.raises(ValidationFailed, match="1 input images are in neither file: 'img0999.jpg'"):
+        validate_outputs(_outputs(tmp_path / "miss", rows[:-1], []), names, **kwargs)
+
+
+def test_validation_memory_does_not_grow_with_the_rows_beyond_their_hashes(tmp_path):
+    """Peak traced memory for 200k rows stays near that of 50k: a chunk plus hashes, not the rows' names."""
+    def name(index: int) -> str:
+        return f"camera-{index % 7}/2026-10/IMG_{index:09d}.jpg"  # 36 characters: a str of 85 bytes
+
+    def peak(rows: int) -> int:
+        names = sorted(name(index) for index in range(rows))
+        folder = tmp_path / str(rows)
+        folder.mkdir()
+        with open(folder / "predictions.csv", "w", encoding="utf-8") as handle:
+            handle.write(HEADER)
+            handle.writelines(f"{name},circle,0.5,m,1,202610\n" for name in names)
+        (folder / "errors.csv").write_text(ERRORS_HEADER, encoding="utf-8")
+        del names
+
+        class Inputs:  # re-iterable, never a list in memory
+            def __iter__(self):
+                return (name(index) for index in range(rows))
+
+        tracemalloc.start()
+        try:
+            validate_outputs(folder, Inputs(), month="202610", model_name="m", model_version="1", chunk_rows=10_000)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, large = peak(50_000), peak(200_000)
+    # Holding the 150k extra names would add 150k x (85 + 8) bytes = 13 MB; hashes add 150k x ~25 bytes.
+    assert large - small < 150_000 * 40, (small, large)
