@@ -3,20 +3,27 @@
 
 Scores one month of images (`images/<YYYYMM>/` in Blob Storage) with a registered
 PyTorch model on Azure ML (or the embedded default) and publishes
-`predictions/<YYYYMM>/predictions.csv`, `errors.csv`, `report.md` and `manifest.json`.
+`predictions/<YYYYMM>/predictions.csv`, `errors.csv`, `report.html` (charts, drift
+against the previous month) and `manifest.json`.
 
 **Which month:** a run covers the data interval [1st of month M, 1st of M+1) and
-scores month M: the run that starts on 1 November scores October. A manual run
-scores the last complete month before it was triggered, unless the trigger form
-names a `month`.
-Backfill a range of months with `airflow backfill create --dag-id
-monthly_batch_scoring --from-date 2026-01-01 --to-date 2026-03-31`.
+scores month M. Scheduled and backfill run ids name it, then the date the run
+became due (the interval's end): `scheduled__202610__2026-11-01T…` scores
+October 2026. A manual run scores the month in the form's `month` field (the runs
+list's Conf column shows it), else the last complete month before it was
+triggered. Every run's note says its month (`month 202610`).
+
+**Backfill** months M1..M2 by their first days: from-date = 1st of M1, to-date =
+1st of M2 (UI: *Backfill*; CLI: `airflow backfill create --dag-id
+monthly_batch_scoring --from-date 2026-01-01 --to-date 2026-03-01` scores 202601,
+202602 and 202603).
 
 **Steps:** plan the run (validates month and settings, no I/O) → check the month
 folder (fails at once when it is empty) → register the data asset (version = month)
 → ensure the compute → submit the scoring job (reattaches to a live attempt, reuses a
-completed one over the same blobs) → wait (a retry after a failed job submits the
-next attempt) → validate and publish.
+completed one over the same blobs) → wait (live progress in its log; a retry after a
+failed job submits the next attempt) → validate, report and publish. The submit and
+wait tasks carry an *Azure ML Studio* link to the job.
 """
 
 from __future__ import annotations
@@ -24,9 +31,11 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import Asset, Param, dag, task
 
-from batch_scoring.month import MONTH_PATTERN
+from batch_scoring.drift import DEFAULT_PSI_THRESHOLD
+from batch_scoring.month import MONTH_PATTERN, MONTHLY_DAG_ID
+from batch_scoring.timetable import MonthlyScoringTimetable
 from scoring.job_settings import param_schemas
 from batch_scoring.operators.azure_ml import (
     AzureMLEnsureComputeOperator,
@@ -35,7 +44,7 @@ from batch_scoring.operators.azure_ml import (
     AzureMLWaitForJobOperator,
 )
 
-DAG_ID = "monthly_batch_scoring"
+DAG_ID = MONTHLY_DAG_ID  # the run-notes listener labels this DAG's runs with their month
 WASB_CONN_ID = "wasb_default"
 AZURE_ML_CONN_ID = "azure_ml_default"
 DATA_ASSET_NAME = "monthly-images"
@@ -49,7 +58,7 @@ JOB_PARAMS = {name: Param(default, **schema) for name, (default, schema) in para
 
 @dag(
     dag_id=DAG_ID,
-    schedule=CronDataIntervalTimetable("0 0 1 * *", timezone="UTC"),
+    schedule=MonthlyScoringTimetable("0 0 1 * *", timezone="UTC"),
     start_date=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
     catchup=False,
     max_active_runs=2,
@@ -59,7 +68,9 @@ JOB_PARAMS = {name: Param(default, **schema) for name, (default, schema) in para
     render_template_as_native_obj=True,
     params={
         "month": Param(None, type=["null", "string"], pattern=MONTH_PATTERN, title="Month (YYYYMM)",
-                       description="Month to score; empty: the run's data interval month.", section="Month"),
+                       description="The month to score as six digits, year then month: 202610 is October 2026. "
+                                   "Empty: the run's data-interval month (a manual run: the last complete month).",
+                       section="Month"),
         "model_name": Param("shapes-classifier", type="string", minLength=1, title="Model name", section="Model"),
         "model_version": Param("1", type="string", minLength=1, title="Model version", section="Model"),
         "images_container": Param("images", type="string", minLength=3, title="Images container",
@@ -71,6 +82,10 @@ JOB_PARAMS = {name: Param(default, **schema) for name, (default, schema) in para
         "compute_name": Param("gpu-cluster", type="string", minLength=2, title="Compute cluster", section="Compute"),
         "max_nodes": Param(2, type="integer", minimum=1, title="Max nodes", section="Compute"),
         "poll_interval": Param(30, type="integer", minimum=1, title="Status poll interval (s)", section="Compute"),
+        "drift_psi_threshold": Param(DEFAULT_PSI_THRESHOLD, type="number", minimum=0, title="Drift warning threshold",
+                                     description="Population stability index against the previous published month "
+                                                 "above which the report and the log mark the month as a warning "
+                                                 "(0.1: moved, 0.25: changed).", section="Report"),
         **JOB_PARAMS,
     },
 )
@@ -120,31 +135,22 @@ def monthly_batch_scoring():
         return {"items": count, "fingerprint": fingerprint}
 
     @task(outlets=[MONTHLY_PREDICTIONS])
-    def validate_and_publish(month: str, job_name: str, params: dict, run_id=None, outlet_events=None) -> dict:
-        """Check the outputs against the inputs (docs/contracts.md: the accounting rule), then publish with a manifest."""
-        import tempfile
-        from pathlib import Path
-
+    def validate_and_publish(month: str, job: dict, params: dict, run_id=None, outlet_events=None) -> dict:
+        """Check the outputs against the inputs (docs/contracts.md), report with drift, publish with a manifest."""
         from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
 
         from batch_scoring.hooks.azure_ml import AzureMLHook
-        from batch_scoring.publish import build_manifest, list_month_items, publish_month, validate_outputs
-        from batch_scoring.report import write_report
+        from batch_scoring.publish_step import publish_scored_month
 
         blobs = WasbHook(wasb_conn_id=WASB_CONN_ID).get_conn()
-        inputs = list_month_items(blobs.get_container_client(params["images_container"]), month)
-        with tempfile.TemporaryDirectory(prefix=f"scoring-{month}-") as scratch:
-            folder = AzureMLHook(azure_ml_conn_id=AZURE_ML_CONN_ID).backend.download_outputs(job_name, Path(scratch))
-            counts = validate_outputs(folder, inputs, month=month, model_name=params["model_name"],
-                                      model_version=params["model_version"])
-            write_report(folder, month=month, model=f"{params['model_name']}:{params['model_version']}",
-                         job_name=job_name)
-            manifest = build_manifest(folder, counts, run_id=run_id, month=month, job_name=job_name,
-                                      model_name=params["model_name"], model_version=params["model_version"])
-            written = publish_month(blobs.get_container_client(params["predictions_container"]), month, folder,
-                                    manifest)
-        print(f"published {', '.join(written)}: {counts.scored} scored, {counts.errors} errors of {counts.inputs}")
-        outlet_events[MONTHLY_PREDICTIONS].extra = {"month": month, "job_name": job_name, **manifest["counts"]}
+        manifest = publish_scored_month(
+            backend=AzureMLHook(azure_ml_conn_id=AZURE_ML_CONN_ID).backend,
+            images=blobs.get_container_client(params["images_container"]),
+            predictions=blobs.get_container_client(params["predictions_container"]),
+            month=month, job=job, model_name=params["model_name"], model_version=params["model_version"],
+            run_id=run_id, drift_threshold=params["drift_psi_threshold"],
+        )
+        outlet_events[MONTHLY_PREDICTIONS].extra = {"month": month, "job_name": job["job_name"], **manifest["counts"]}
         return manifest
 
     plan = plan_run()
@@ -170,7 +176,7 @@ def monthly_batch_scoring():
         job_name=submit.output, job_spec=submit.output["job_spec"], poll_interval="{{ params.poll_interval }}",
     )
     # The job the wait ended on: a retry of the wait may have submitted the next attempt.
-    publish = validate_and_publish(plan["month"], wait.output["job_name"])
+    publish = validate_and_publish(plan["month"], wait.output)
     plan >> folder >> register >> compute >> submit >> wait >> publish
 
 

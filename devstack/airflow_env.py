@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 from devstack.azurite import Azurite
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+if str(PROJECT_ROOT / "plugins") not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT / "plugins"))  # as Airflow puts its plugins folder on sys.path
 
 
-def airflow_env(azurite: Azurite, *, state_dir: Path, airflow_home: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+DEFAULT_API_URL = "http://127.0.0.1:8080"
+
+
+def airflow_env(azurite: Azurite, *, state_dir: Path, airflow_home: Path, base: dict[str, str] | None = None,
+                api_url: str = DEFAULT_API_URL) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     venv_bin = str(Path(os.sys.executable).parent)
     env.update({
@@ -29,13 +36,20 @@ def airflow_env(azurite: Azurite, *, state_dir: Path, airflow_home: Path, base: 
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        **connections(azurite.connection_string, state_dir / "localml"),
+        **connections(azurite.connection_string, state_dir / "localml", api_url=api_url),
     })
     return env
 
 
-def connections(storage_connection_string: str, workspace_dir: Path) -> dict[str, str]:
-    """The embedded default's two Airflow connections, as the environment variables Airflow reads."""
+def connections(storage_connection_string: str, workspace_dir: Path, *, api_url: str | None = None) -> dict[str, str]:
+    """The embedded default's two Airflow connections, as the environment variables Airflow reads.
+
+    `api_url`: the Airflow API server whose job pages the job links open (none: links are log file paths)."""
+    from batch_scoring.job_pages import job_page_base  # light: FastAPI only
+
+    local = {"backend": "local", "workspace_dir": str(workspace_dir), "wasb_conn_id": "wasb_default"}
+    if api_url:
+        local["job_page_url"] = job_page_base(api_url)
     return {
         "AIRFLOW_CONN_WASB_DEFAULT": json.dumps({
             "conn_type": "wasb",
@@ -43,6 +57,6 @@ def connections(storage_connection_string: str, workspace_dir: Path) -> dict[str
         }),
         "AIRFLOW_CONN_AZURE_ML_DEFAULT": json.dumps({
             "conn_type": "azure_ml",
-            "extra": {"backend": "local", "workspace_dir": str(workspace_dir), "wasb_conn_id": "wasb_default"},
+            "extra": local,
         }),
     }

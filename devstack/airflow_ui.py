@@ -30,7 +30,7 @@ def _stop_like_ctrl_c(_signum, _frame) -> None:
     raise KeyboardInterrupt
 
 
-def wait_until_up(url: str, timeout_s: float) -> None:
+def wait_until_up(url: str, timeout_s: float, logfile: Path) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -40,7 +40,40 @@ def wait_until_up(url: str, timeout_s: float) -> None:
         except OSError:
             pass
         time.sleep(1)
-    raise RuntimeError(f"Airflow did not answer on {url} within {timeout_s:.0f}s; see {STATE / 'airflow-standalone.log'}")
+    raise RuntimeError(f"Airflow did not answer on {url} within {timeout_s:.0f}s; see {logfile}")
+
+
+def ui_env(env: dict[str, str], port: int) -> dict[str, str]:
+    """What `airflow standalone` needs beyond the embedded default's environment: its address and a triggerer."""
+    return {
+        **env,
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        # Workers report to the API server; its default address assumes port 8080.
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "true",  # standalone runs a triggerer
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "true",
+    }
+
+
+def start_standalone(env: dict[str, str], port: int, *, pidfile: Path, logfile: Path, timeout_s: float = 240) -> str:
+    """`airflow standalone` in its own process group; returns its URL once the API answers."""
+    start_group([sys.executable, "-m", "airflow", "standalone"], pidfile=pidfile, logfile=logfile,
+                env=ui_env(env, port))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{url}/api/v2/version", timeout_s=timeout_s, logfile=logfile)
+    except BaseException:
+        stop_pidfile(pidfile, grace_s=60)
+        raise
+    return url
+
+
+def admin_password(airflow_home: Path) -> str:
+    """The password `airflow standalone` generated for `admin` (simple auth manager)."""
+    import json
+
+    return json.loads((airflow_home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
 
 
 def main() -> int:
@@ -55,17 +88,9 @@ def main() -> int:
     stop_pidfile(PIDFILE, grace_s=60)  # leftovers of a run that was killed
     azurite = azurite_service.start(STATE / "azurite")
     try:
-        env = prepare(BlobServiceClient.from_connection_string(azurite.connection_string), azurite, args.month)
-        env.update({
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(args.port),
-            "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "true",  # standalone runs a triggerer
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "true",
-        })
-        start_group([sys.executable, "-m", "airflow", "standalone"], pidfile=PIDFILE,
-                    logfile=STATE / "airflow-standalone.log", env=env)
-        url = f"http://127.0.0.1:{args.port}"
-        wait_until_up(f"{url}/api/v2/version", timeout_s=180)
+        env = prepare(BlobServiceClient.from_connection_string(azurite.connection_string), azurite, args.month,
+                      api_url=f"http://127.0.0.1:{args.port}")
+        url = start_standalone(env, args.port, pidfile=PIDFILE, logfile=STATE / "airflow-standalone.log")
         passwords = Path(AIRFLOW_HOME) / "simple_auth_manager_passwords.json.generated"
         print(f"\nAirflow UI: {url}  (user admin, password in {passwords})")
         print("Trigger 'monthly_batch_scoring' with a month, or backfill a range from the DAG page. Ctrl-C stops.\n")

@@ -22,7 +22,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
 
 from devstack import azurite as azurite_service
-from devstack.airflow_env import PROJECT_ROOT, airflow_env
+from devstack.airflow_env import DEFAULT_API_URL, PROJECT_ROOT, airflow_env
 from devstack.sample_month import write_month
 from devstack.train_model import ensure_registered
 
@@ -34,11 +34,12 @@ STATE = PROJECT_ROOT / ".state"
 AIRFLOW_HOME = PROJECT_ROOT / ".airflow"
 
 
-def run_date_for(month: str) -> str:
-    """The logical date whose data interval is `month`: the first day of the next month."""
-    year, number = int(month[:4]), int(month[4:])
-    following = dt.date(year + number // 12, number % 12 + 1, 1)
-    return following.isoformat()
+def dags_test_command(month: str, now: dt.datetime) -> list[str]:
+    """`airflow dags test` for `month`, due now: `dags test` starts its run at the logical date it is given, so a
+    date in the past would show a run of weeks; the month travels in the run's configuration, as from the form."""
+    conf = json.dumps({"month": month, "poll_interval": 3})  # a short poll keeps the demo brisk
+    logical_date = now.astimezone(dt.timezone.utc).replace(microsecond=0).isoformat()
+    return [sys.executable, "-m", "airflow", "dags", "test", "-c", conf, DAG_ID, logical_date]
 
 
 def upload_month(client: BlobServiceClient, month_folder: Path, month: str, container: str = "images") -> int:
@@ -74,7 +75,8 @@ def accuracy(predictions_csv: Path) -> tuple[float, int]:
     return (correct / len(rows) if rows else 0.0), len(rows)
 
 
-def prepare(client: BlobServiceClient, azurite: azurite_service.Azurite, month: str) -> dict[str, str]:
+def prepare(client: BlobServiceClient, azurite: azurite_service.Azurite, month: str, *,
+            api_url: str = DEFAULT_API_URL) -> dict[str, str]:
     """Sample month in Azurite, model in the registry, Airflow DB migrated; returns Airflow's environment."""
     sample = STATE / "sample"
     if not (sample / month).is_dir():
@@ -82,7 +84,7 @@ def prepare(client: BlobServiceClient, azurite: azurite_service.Azurite, month: 
     uploaded = upload_month(client, sample / month, month)
     log.info("uploaded %d files to images/%s/ in Azurite", uploaded, month)
     ensure_registered(STATE / "localml" / "models", MODEL_NAME, MODEL_VERSION)
-    env = airflow_env(azurite, state_dir=STATE, airflow_home=AIRFLOW_HOME)
+    env = airflow_env(azurite, state_dir=STATE, airflow_home=AIRFLOW_HOME, api_url=api_url)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
     return env
 
@@ -101,11 +103,9 @@ def main() -> int:
     try:
         client = BlobServiceClient.from_connection_string(azurite.connection_string)
         env = prepare(client, azurite, args.month)
-        airflow = [sys.executable, "-m", "airflow"]
-        log.info("running %s for month %s (logical date %s)", DAG_ID, args.month, run_date_for(args.month))
-        # A short poll keeps the demo brisk; production runs keep the DAG's default.
-        conf = json.dumps({"poll_interval": 3})
-        result = subprocess.run([*airflow, "dags", "test", "-c", conf, DAG_ID, run_date_for(args.month)], env=env)
+        command = dags_test_command(args.month, dt.datetime.now(dt.timezone.utc))
+        log.info("running %s for month %s: %s", DAG_ID, args.month, " ".join(command[2:]))
+        result = subprocess.run(command, env=env)
         if result.returncode != 0:
             log.error("the DAG run failed (exit %d); read the task logs above", result.returncode)
             return 1
@@ -124,7 +124,7 @@ def main() -> int:
     print(f"  scored  {counts['scored']}")
     print(f"  errors  {counts['errors']}  (see errors.csv)")
     print(f"  top-1 accuracy {top1:.1%} on {judged} labelled images")
-    print(f"  files   {output}/predictions.csv, errors.csv, report.md, manifest.json")
+    print(f"  files   {output}/predictions.csv, errors.csv, report.html, manifest.json")
     print(f"  took    {time.monotonic() - started:.0f}s")
     if top1 < MIN_ACCURACY:
         print(f"error: top-1 accuracy {top1:.1%} is below {MIN_ACCURACY:.0%}: the demo model is not good enough",

@@ -50,6 +50,7 @@ def run_job(job_dir: Path) -> int:
                         stream=sys.stdout, force=True)
     # azure-core logs every HTTP request and response at INFO: thousands of lines a month, nothing to act on.
     logging.getLogger("azure").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)  # its DEBUG lines would print the read SAS
     signal.signal(signal.SIGTERM, _on_sigterm)
     _set_status(job_dir, JobStatus.RUNNING)
     log.info("job %s: month %s, model %s:%s, settings %s", spec["name"], spec["month"], spec["model"]["name"],

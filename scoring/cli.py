@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         return check_precision(args)
     logging.basicConfig(level=args.logging_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)  # its DEBUG lines would print the read SAS
     try:
         settings = from_namespace(args)
     except JobSettingsError as error:

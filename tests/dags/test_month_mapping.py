@@ -24,13 +24,26 @@ def dag():
 
 @pytest.fixture(scope="module")
 def timetable(dag):
-    # The scheduler's view of the DAG's own timetable (same expression and time zone).
-    return CronDataIntervalTimetable(dag.timetable.expression, dag.timetable.timezone)
+    return dag.timetable  # a core timetable, as the scheduler rebuilds it from the serialized DAG
 
 
 def test_the_schedule_is_a_monthly_interval_not_a_zero_width_cron(dag):
-    assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
-    assert dag.timetable.expression == "0 0 1 * *"
+    assert isinstance(dag.timetable, CronDataIntervalTimetable)
+    assert dag.timetable.serialize()["expression"] == "0 0 1 * *"
+
+
+def test_scheduled_and_backfill_run_ids_name_the_month_and_manual_ones_do_not_guess(timetable):
+    from airflow.utils.types import DagRunType
+
+    october = DataInterval(dt.datetime(2026, 10, 1, tzinfo=UTC), dt.datetime(2026, 11, 1, tzinfo=UTC))
+    due = dt.datetime(2026, 11, 1, tzinfo=UTC)
+    assert timetable.generate_run_id(run_type=DagRunType.SCHEDULED, run_after=due, data_interval=october) \
+        == "scheduled__202610__2026-11-01T00:00:00+00:00"
+    assert timetable.generate_run_id(run_type=DagRunType.BACKFILL_JOB, run_after=due, data_interval=october) \
+        == "backfill__202610__2026-11-01T00:00:00+00:00"
+    # A manual run's month may come from the form, which the timetable never sees: no month in its id.
+    assert timetable.generate_run_id(run_type=DagRunType.MANUAL, run_after=due, data_interval=october) \
+        == "manual__2026-11-01T00:00:00+00:00"
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,9 @@
 from PIL import Image
 
-from devstack.demo import accuracy, run_date_for
+import datetime as dt
+import json
+
+from devstack.demo import accuracy, dags_test_command
 from devstack.sample_month import BROKEN_FILES, LABELS, write_month
 
 
@@ -22,9 +25,11 @@ def test_the_same_seed_makes_the_same_month(tmp_path):
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
 
 
-def test_the_demo_runs_the_logical_date_whose_interval_is_the_month():
-    assert run_date_for("202610") == "2026-11-01"
-    assert run_date_for("202612") == "2027-01-01"
+def test_the_demo_run_is_due_now_and_names_its_month():
+    now = dt.datetime(2026, 11, 26, 15, 40, 12, 345, tzinfo=dt.timezone.utc)
+    command = dags_test_command("202610", now)
+    assert command[-1] == "2026-11-26T15:40:12+00:00"  # the run starts when it is due: durations are true
+    assert json.loads(command[command.index("-c") + 1])["month"] == "202610"
 
 
 def test_accuracy_reads_the_true_label_from_the_path(tmp_path):

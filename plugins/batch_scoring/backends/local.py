@@ -41,9 +41,20 @@ def parse_datastore_path(path: str) -> tuple[str, str]:
 
 
 class LocalBackend:
-    def __init__(self, workspace_dir: str | os.PathLike, storage_connection_string: str):
+    def __init__(self, workspace_dir: str | os.PathLike, storage_connection_string: str, *,
+                 job_page_url: str | None = None):
         self.workspace = LocalWorkspace(workspace_dir)
         self._storage_connection_string = storage_connection_string
+        self._job_page_url = job_page_url.rstrip("/") if job_page_url else None
+
+    def job_url(self, name: str) -> str:
+        """The job's page over http when the Airflow API server serves them, else its log file."""
+        if self._job_page_url:
+            return f"{self._job_page_url}/{name}"
+        return self.job_log(name).as_uri()
+
+    def job_log(self, name: str) -> Path:
+        return self.workspace.job_dir(name) / jobs.LOG_FILE
 
     def ensure_compute(self, spec: ComputeSpec) -> dict[str, Any]:
         path = self.workspace.compute_file(spec.name)
@@ -141,4 +152,4 @@ class LocalBackend:
             details["progress"] = progress
         spec = read_json(job_dir / jobs.SPEC_FILE) or {}
         return JobInfo(name=name, status=status["status"], error=status.get("error"),
-                       url=(job_dir / jobs.LOG_FILE).as_uri(), details=details, tags=spec.get("tags", {}))
+                       url=self.job_url(name), details=details, tags=spec.get("tags", {}))

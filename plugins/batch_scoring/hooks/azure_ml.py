@@ -4,7 +4,9 @@ Connection `azure_ml_default` (type `azure_ml`), JSON extras:
 - Azure ML workspace: `subscription_id`, `resource_group`, `workspace_name`; credentials from
   azure-identity: a service principal when login (client id), password (secret) and
   `tenant_id` are set, else `DefaultAzureCredential` (managed/workload identity, environment, CLI).
-- Embedded default: `{"backend": "local", "workspace_dir": "...", "wasb_conn_id": "wasb_default"}`.
+- Embedded default: `{"backend": "local", "workspace_dir": "...", "wasb_conn_id": "wasb_default",
+  "job_page_url": "http://127.0.0.1:8080/batch-scoring/jobs"}` (the last: where the job links point; the
+  plugin serves those pages from Airflow's API server; without it the links are the job logs' file paths).
 """
 
 from __future__ import annotations
@@ -17,6 +19,22 @@ from airflow.sdk import BaseHook
 from batch_scoring.backends.base import ScoringBackend
 
 LOCAL_BACKEND = "local"
+
+
+def local_backend_from_extras(conn_id: str, extras: dict[str, Any], storage_extras) -> ScoringBackend:
+    """The embedded default's backend for an `azure_ml` connection's extras; `storage_extras(conn_id)` gives the
+    extras of the `wasb` connection it names (a hook and the API server's job pages read connections differently)."""
+    from batch_scoring.backends.local import LocalBackend
+
+    workspace_dir = extras.get("workspace_dir")
+    if not workspace_dir:
+        raise ValueError(f"connection {conn_id!r} selects the local backend but sets no workspace_dir")
+    wasb_conn_id = extras.get("wasb_conn_id", "wasb_default")
+    wasb = storage_extras(wasb_conn_id)
+    connection_string = wasb.get("connection_string") or wasb.get("extra__wasb__connection_string")
+    if not connection_string:
+        raise ValueError(f"connection {wasb_conn_id!r} has no connection_string extra; the local backend needs one")
+    return LocalBackend(workspace_dir, connection_string, job_page_url=extras.get("job_page_url"))
 
 
 class AzureMLHook(BaseHook):
@@ -49,17 +67,8 @@ class AzureMLHook(BaseHook):
         return self._azure_backend()
 
     def _local_backend(self) -> ScoringBackend:
-        from batch_scoring.backends.local import LocalBackend
-
-        workspace_dir = self.extras.get("workspace_dir")
-        if not workspace_dir:
-            raise ValueError(f"connection {self.azure_ml_conn_id!r} selects the local backend but sets no workspace_dir")
-        wasb_conn_id = self.extras.get("wasb_conn_id", "wasb_default")
-        wasb = self.get_connection(wasb_conn_id).extra_dejson
-        connection_string = wasb.get("connection_string") or wasb.get("extra__wasb__connection_string")
-        if not connection_string:
-            raise ValueError(f"connection {wasb_conn_id!r} has no connection_string extra; the local backend needs one")
-        return LocalBackend(workspace_dir, connection_string)
+        return local_backend_from_extras(self.azure_ml_conn_id, self.extras,
+                                         lambda conn_id: self.get_connection(conn_id).extra_dejson)
 
     def _azure_backend(self) -> ScoringBackend:
         from batch_scoring.backends.azure_ml import AzureMLBackend

@@ -29,7 +29,7 @@ from batch_scoring.attempts import (
 from batch_scoring.backends.base import FAILURE_STATES, ComputeSpec, DataAsset, ScoringJobSpec
 from batch_scoring.hooks.azure_ml import AzureMLHook
 from batch_scoring.month import validate_month
-from batch_scoring.triggers.azure_ml import AzureMLJobTrigger, job_event, still_running
+from batch_scoring.triggers.azure_ml import RESUME_DWELL_S, AzureMLJobTrigger, job_event, still_running
 from scoring.job_settings import JobSettings
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class AzureMLJobFailed(AirflowException):
 
 
 class AzureMLStudioLink(BaseOperatorLink):
-    """'Azure ML Studio' on the task: the job's page (the job log on the embedded default)."""
+    """'Azure ML Studio' on the task: the job's Studio page; on the embedded default, its page served by the plugin."""
 
     name = "Azure ML Studio"
 
@@ -239,7 +239,7 @@ class AzureMLWaitForJobOperator(_AzureMLOperator):
             self.defer(
                 trigger=AzureMLJobTrigger(job_name=self.job_name, azure_ml_conn_id=self.azure_ml_conn_id,
                                           end_time=end_time, poll_interval=self.poll_interval,
-                                          cancel_on_kill=self._owns_job),
+                                          cancel_on_kill=self._owns_job, resume_after=time.time() + RESUME_DWELL_S),
                 method_name="execute_complete",
             )
         while not info.terminal:

@@ -14,6 +14,12 @@ from batch_scoring.hooks.azure_ml import AzureMLHook
 from scoring.progress import describe_progress
 
 
+# Airflow 3.3 fails a deferred task whose trigger fires before the executor has reported the deferring
+# worker's exit (~5 s with the LocalExecutor): apache/airflow#67287, #72716. A job that ends within this
+# many seconds of the deferral has its event held until then.
+RESUME_DWELL_S = 15.0
+
+
 class AzureMLJobTrigger(BaseTrigger):
     """Yields exactly one event: success, failure, or timeout (after cancelling the job).
 
@@ -22,16 +28,18 @@ class AzureMLJobTrigger(BaseTrigger):
     :param end_time: epoch seconds after which the job is cancelled and the wait fails.
     :param poll_interval: seconds between two status checks.
     :param cancel_on_kill: cancel the job when the task is killed (not when another run submitted it).
+    :param resume_after: epoch seconds before which a finished job's event is held (see `RESUME_DWELL_S`).
     """
 
     def __init__(self, job_name: str, azure_ml_conn_id: str, end_time: float, poll_interval: float = 30.0,
-                 cancel_on_kill: bool = True):
+                 cancel_on_kill: bool = True, resume_after: float = 0.0):
         super().__init__()
         self.job_name = job_name
         self.azure_ml_conn_id = azure_ml_conn_id
         self.end_time = end_time
         self.poll_interval = poll_interval
         self.cancel_on_kill = cancel_on_kill
+        self.resume_after = resume_after
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -42,6 +50,7 @@ class AzureMLJobTrigger(BaseTrigger):
                 "end_time": self.end_time,
                 "poll_interval": self.poll_interval,
                 "cancel_on_kill": self.cancel_on_kill,
+                "resume_after": self.resume_after,
             },
         )
 
@@ -54,6 +63,9 @@ class AzureMLJobTrigger(BaseTrigger):
             # The SDKs are synchronous: poll in a thread so the triggerer's loop never blocks.
             info = await asyncio.to_thread(hook.backend.get_job, self.job_name)
             if info.terminal:
+                if (hold := self.resume_after - time.time()) > 0:
+                    self.log.info("job %s is %s; resuming the task in %.0fs", self.job_name, info.status, hold)
+                    await asyncio.sleep(hold)
                 yield TriggerEvent(job_event(info))
                 return
             if time.time() >= self.end_time:
@@ -107,5 +119,7 @@ def job_event(info) -> dict[str, Any]:
     summary = job_summary(info)
     if summary:
         message += f" ({summary})" if not succeeded else f": {summary}"
+    started, finished = info.details.get("started_at"), info.details.get("finished_at")
     return {"status": "success" if succeeded else "error", "job_name": info.name, "job_status": info.status,
-            "url": info.url, "message": message}
+            "url": info.url, "message": message, "counts": info.details.get("counts"),
+            "duration_s": round(finished - started, 3) if started and finished and finished > started else None}

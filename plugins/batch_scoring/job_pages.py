@@ -1,0 +1,84 @@
+"""The embedded default's "Studio": a job page served over http by Airflow's own API server.
+
+Mounted by the plugin at `/batch-scoring`, so the operators' *Azure ML Studio*
+link opens `http://<airflow>/batch-scoring/jobs/<job name>` on the embedded
+default as it opens ml.azure.com on a workspace: the job's status, progress,
+counts and duration from its status data, then its log (`…/log` for the whole
+file). Read-only; it answers for the local backend of one Airflow connection.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections import deque
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import HTMLResponse, PlainTextResponse
+
+URL_PREFIX = "/batch-scoring"
+JOBS_PATH = "/jobs"
+AZURE_ML_CONN_ID = "azure_ml_default"
+_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+_LOG_TAIL_LINES = 200
+
+app = FastAPI(title="Batch scoring jobs (embedded default)")
+
+
+def job_page_base(api_url: str) -> str:
+    """Where the job pages of an Airflow API server at `api_url` live (the local backend's link prefix)."""
+    return f"{api_url.rstrip('/')}{URL_PREFIX}{JOBS_PATH}"
+
+
+def _backend():
+    from airflow.models.connection import Connection  # the API server reads connections from its own secrets
+
+    from batch_scoring.hooks.azure_ml import LOCAL_BACKEND, local_backend_from_extras
+
+    connection = Connection.get_connection_from_secrets(AZURE_ML_CONN_ID)
+    extras = connection.extra_dejson
+    if extras.get("backend") != LOCAL_BACKEND:
+        raise HTTPException(404, f"connection {AZURE_ML_CONN_ID} is a real workspace: open the job in Azure ML Studio")
+
+    def storage_extras(conn_id: str) -> dict:
+        return Connection.get_connection_from_secrets(conn_id).extra_dejson
+
+    return local_backend_from_extras(AZURE_ML_CONN_ID, extras, storage_extras)
+
+
+def _job(name: str):
+    from batch_scoring.backends.base import BackendError
+
+    if not _JOB_NAME.match(name) or ".." in name:
+        raise HTTPException(404, f"no job {name!r}")
+    backend = _backend()
+    try:
+        return backend, backend.get_job(name)
+    except BackendError as error:
+        raise HTTPException(404, str(error)) from None
+
+
+@app.get(JOBS_PATH + "/{name}", response_class=HTMLResponse)
+def job_page(name: str) -> str:
+    from batch_scoring.triggers.azure_ml import job_summary, still_running
+
+    backend, info = _job(name)
+    state = job_summary(info) if info.terminal else still_running(info)
+    log_path = backend.job_log(name)
+    with open(log_path, encoding="utf-8", errors="replace") as log:
+        tail = "".join(deque(log, maxlen=_LOG_TAIL_LINES))
+    rows = [("status", info.status), ("state", state), ("error", info.error or "-"),
+            ("tags", ", ".join(f"{key}={value}" for key, value in sorted(info.tags.items())) or "-")]
+    table = "".join(f"<tr><th>{html.escape(key)}</th><td>{html.escape(str(value))}</td></tr>" for key, value in rows)
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Job {html.escape(name)}</title>"
+            "<style>body{font-family:system-ui,sans-serif;margin:2rem}th{text-align:left;padding-right:1rem}"
+            "pre{background:#f6f6f6;padding:1rem;overflow:auto}</style></head><body>"
+            f"<h1>Job {html.escape(name)}</h1><table>{table}</table>"
+            f"<h2>Job log (last {_LOG_TAIL_LINES} lines; <a href='{html.escape(name)}/log'>whole log</a>)</h2>"
+            f"<pre id='job-log'>{html.escape(tail)}</pre></body></html>")
+
+
+@app.get(JOBS_PATH + "/{name}/log", response_class=PlainTextResponse)
+def job_log(name: str) -> str:
+    backend, _ = _job(name)
+    return backend.job_log(name).read_text(encoding="utf-8", errors="replace")

@@ -1,0 +1,194 @@
+"""What a data engineer sees, in a real browser: Chromium driven by Playwright against `make airflow`'s stack.
+
+Log in, trigger month 202610 from the form, wait for the run, see the month on the
+runs, open the submit task's *Azure ML Studio* link (an http page of the job), read
+the wait task's log (a progress line and the final summary). Screenshots go to
+`test-output/browser/`. Skipped where Debian's chromium is absent; `.ci/run`
+installs it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from devstack import azurite as azurite_service
+from devstack.airflow_env import airflow_env
+from devstack.airflow_ui import admin_password, start_standalone
+from localml.process_group import stop_pidfile
+from scoring.job_settings import JobSettings
+from support import image_bytes
+
+CHROMIUM = Path("/usr/bin/chromium")
+MONTH = "202610"
+IMAGES = 1200
+DAG_ID = "monthly_batch_scoring"
+SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "browser"
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)"),
+]
+
+
+@pytest.fixture(scope="module")
+def azurite(tmp_path_factory):
+    """Its own blob store: the month uploaded here must not be another test's month."""
+    location = tmp_path_factory.mktemp("ui-azurite")
+    service = azurite_service.start(location, port=azurite_service.free_port())
+    yield service
+    azurite_service.stop(location)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, azurite, model_dir):
+    from azure.storage.blob import BlobServiceClient
+
+    root = tmp_path_factory.mktemp("ui")
+    shutil.copytree(model_dir, root / "state" / "localml" / "models" / "shapes-classifier" / "1")
+    images = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("images")
+    if not images.exists():
+        images.create_container()
+    # Enough that the job is still running when the waits start (the run that unpausing schedules for 202610,
+    # the last complete month, shares the job with the triggered one: whichever submits, the other reattaches).
+    for index in range(IMAGES):
+        images.upload_blob(f"{MONTH}/ui/{index:03d}.png", image_bytes("PNG", size=(64 + index % 50, 64)),
+                           overwrite=True)
+    port = azurite_service.free_port()
+    env = airflow_env(azurite, state_dir=root / "state", airflow_home=root / "airflow",
+                      api_url=f"http://127.0.0.1:{port}")
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
+    pidfile = root / "standalone.pid"
+    url = start_standalone(env, port, pidfile=pidfile, logfile=root / "standalone.log")
+    try:
+        yield url, admin_password(root / "airflow")
+    finally:
+        stop_pidfile(pidfile, grace_s=60)
+
+
+class Api:
+    def __init__(self, url: str, password: str):
+        self.url = url
+        self.token = self._call("/auth/token", "POST", {"username": "admin", "password": password})["access_token"]
+
+    def _call(self, path: str, method: str = "GET", body: dict | None = None) -> dict:
+        headers = {"Content-Type": "application/json"}
+        if getattr(self, "token", None):
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(self.url + path, method=method, headers=headers,
+                                         data=None if body is None else json.dumps(body).encode())
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def runs(self) -> list[dict]:
+        return self._call(f"/api/v2/dags/{DAG_ID}/dagRuns?order_by=-run_after")["dag_runs"]
+
+    def wait_dag_visible(self, timeout_s: float = 180) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                self._call(f"/api/v2/dags/{DAG_ID}")
+                return
+            except urllib.error.HTTPError:
+                time.sleep(2)
+        raise AssertionError(f"{DAG_ID} was not parsed within {timeout_s:.0f}s")
+
+
+def test_a_person_triggers_a_month_and_follows_it_in_the_ui(stack):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, password = stack
+    api = Api(url, password)
+    api.wait_dag_visible()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        try:
+            page.goto(url)
+            page.locator("input[name=username]").fill("admin")
+            page.locator("input[name=password]").fill(password)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(url + "/", timeout=30_000)
+
+            # The trigger form: the month, explained, and a short poll.
+            page.goto(f"{url}/dags/{DAG_ID}")
+            page.get_by_role("button", name="Trigger").first.click()
+            form = page.get_by_role("dialog")
+            form.get_by_text("Month", exact=True).click()
+            expect(form.get_by_text("six digits, year then month")).to_be_visible()
+            form.locator("#element_month").fill(MONTH)
+            form.get_by_text("Compute", exact=True).click()
+            form.locator("input[name=element_poll_interval]").fill("2")
+            form.screenshot(path=SHOTS / "01-trigger-form.png")
+            before = {run["dag_run_id"] for run in api.runs()}
+            form.get_by_role("button", name="Trigger").click()
+            # New DAGs start paused: the run waits in the queue until the DAG is switched on.
+            api._call(f"/api/v2/dags/{DAG_ID}", "PATCH", {"is_paused": False})
+
+            deadline = time.monotonic() + 420
+            run = None
+            while time.monotonic() < deadline:
+                ours = [r for r in api.runs() if r["dag_run_id"] not in before and r["run_type"] == "manual"]
+                assert ours or time.monotonic() < deadline - 360, "the form's trigger created no run"
+                run = ours[0] if ours else None
+                if run and run["state"] in ("success", "failed"):
+                    break
+                time.sleep(3)
+            assert run and run["state"] == "success", run
+            run_id = run["dag_run_id"]
+            run_path = f"{url}/dags/{DAG_ID}/runs/{urllib.parse.quote(run_id)}"
+
+            # The month on every run: the runs list (run ids of scheduled runs, Conf of all) and the run's note.
+            page.goto(f"{url}/dags/{DAG_ID}/runs")
+            rows = page.locator("tbody tr")
+            expect(rows.filter(has_text=run_id)).to_contain_text(f'"month": "{MONTH}"')
+            expect(page.get_by_text(re.compile(rf"scheduled__{MONTH}__"))).to_be_visible()  # unpausing scheduled it
+            page.screenshot(path=SHOTS / "02-runs.png")
+            page.goto(run_path)
+            expect(page.get_by_text(f"month {MONTH}")).to_be_visible()
+            page.screenshot(path=SHOTS / "03-run-note.png")
+
+            # The link: a button on the submit task's details, opening the job's page over http.
+            page.goto(f"{run_path}/tasks/submit_scoring_job/details")
+            link = page.get_by_role("link", name="Azure ML Studio")
+            expect(link).to_be_visible()
+            target = link.get_attribute("href")
+            assert target.startswith(f"{url}/batch-scoring/jobs/monthly-batch-scoring-{MONTH}"), target
+            page.screenshot(path=SHOTS / "04-studio-link.png")
+            link.click()
+            page.wait_for_url(target)
+            expect(page.get_by_role("heading", name=re.compile(r"^Job monthly-batch-scoring-"))).to_be_visible()
+            expect(page.locator("table")).to_contain_text("Completed")
+            expect(page.locator("#job-log")).to_contain_text("mini-batch")
+            page.screenshot(path=SHOTS / "05-job-page.png")
+            job_log = page.request.get(f"{target}/log").text()
+            # A log people read: a line per mini-batch and a few more, no HTTP request dumps.
+            batches = math.ceil(IMAGES / JobSettings().mini_batch_size)
+            assert len(re.findall(r"mini-batch \S+ done: \d+ images, \d+ errors, [\d.]+s", job_log)) == batches
+            assert len(job_log.splitlines()) < batches + 30, job_log[-3000:]
+            assert len(job_log.encode()) / IMAGES < 60  # bytes per image
+            assert "Request URL" not in job_log and "Response status" not in job_log
+
+            # The wait task's log: live progress while the job ran, then the final summary.
+            page.goto(f"{run_path}/tasks/wait_for_scoring_job")
+            expect(page.get_by_text(re.compile(rf"job monthly-batch-scoring-{MONTH}\S* is \w+ \(.+\)"))
+                   .first).to_be_visible(timeout=30_000)
+            expect(page.get_by_text(re.compile(
+                rf"job monthly-batch-scoring-{MONTH}\S* Completed: \d+ images, \d+ scored, \d+ errors; in [\d.]+s "
+                r"\([\d.]+ img/s\)")).last).to_be_visible()
+            page.screenshot(path=SHOTS / "06-wait-log.png", full_page=True)
+        except BaseException:
+            page.screenshot(path=SHOTS / "failure.png", full_page=True)
+            raise
+        finally:
+            browser.close()
