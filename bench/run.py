@@ -83,7 +83,7 @@ def best_settings(device: str, precision: str) -> dict:
                 "mini_batch_size": 512, "precision": precision, "channels_last": "on"}
     # CPU: one worker per core, decoding inline; each worker is one thread of decode then forward.
     return {"device": "cpu", "max_concurrency_per_instance": cpus, "decode_threads": 0, "batch_size": 32,
-            "mini_batch_size": 32, "precision": precision, "channels_last": "on"}
+            "mini_batch_size": 64, "precision": precision, "channels_last": "on"}
 
 
 def naive_img_s(files: list[Path], model_dir: Path, device: str) -> float:

@@ -51,7 +51,7 @@ def _setting(default: Any, help: str, *, group: str = PARALLEL, minimum: int | N
 class JobSettings:
     """Settings of one parallel scoring job; the field metadata is the form, the CLI and the validation."""
 
-    mini_batch_size: int = _setting(32, "Files per mini-batch, i.e. per run() call.", minimum=1)
+    mini_batch_size: int = _setting(64, "Files per mini-batch, i.e. per run() call.", minimum=1)
     mini_batch_error_threshold: int = _setting(
         5, "Failed mini-batches tolerated over the job (-1: no limit).", minimum=UNLIMITED)
     error_threshold: int = _setting(
