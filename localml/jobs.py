@@ -8,7 +8,9 @@ backends alike. A job whose process vanished without a final state is Failed.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -112,8 +114,9 @@ def get(workspace: LocalWorkspace, name: str) -> dict:
     return status
 
 
-def cancel(workspace: LocalWorkspace, name: str, *, grace_s: float = 15.0) -> dict:
-    """Stop the job's process group (SIGTERM, then SIGKILL) and mark it Canceled."""
+def cancel(workspace: LocalWorkspace, name: str, *, grace_s: float = 15.0, wait: bool = True) -> dict:
+    """Stop the job's process group (SIGTERM, then SIGKILL) and mark it Canceled. `wait=False` only sends
+    SIGTERM: the job process marks itself Canceled as it exits (a job that ignored it is found dead later)."""
     job_dir = workspace.job_dir(name)
     status = get(workspace, name)
     if status["status"] in TERMINAL_STATUSES:
@@ -122,6 +125,10 @@ def cancel(workspace: LocalWorkspace, name: str, *, grace_s: float = 15.0) -> di
     write_json(job_dir / STATUS_FILE, status)
     process = read_json(job_dir / PROCESS_FILE)
     if process and _process_alive(process):
+        if not wait:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process["pid"], signal.SIGTERM)
+            return status
         # The job's workers share its process group: stop them all, not only the job process.
         stop_group(process["pid"], grace_s=grace_s)
     status = read_json(job_dir / STATUS_FILE)

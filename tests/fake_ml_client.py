@@ -39,6 +39,7 @@ class _Jobs:
         self.jobs: dict[str, FakeJob] = {}
         self.created: list[str] = []
         self.cancelled: list[str] = []
+        self.cancel_requested: list[str] = []  # begin_cancel called; `cancelled` once its poller's result() is
         self.outputs: dict[str, dict[str, str]] = {}
         self._runs_operations = SimpleNamespace(get_run_details=self._run_details)
 
@@ -56,6 +57,8 @@ class _Jobs:
         return self.jobs[name]
 
     def begin_cancel(self, name):
+        self.cancel_requested.append(name)
+
         def cancel():
             self.cancelled.append(name)
             self.jobs[name].status = "Canceled"

@@ -112,6 +112,16 @@ def test_cancel_stops_the_process_group(tmp_path, azurite, month_container, work
         os.killpg(process["pid"], 0)
 
 
+def test_a_cancel_that_does_not_wait_only_signals_and_the_job_records_its_end(tmp_path, azurite, month_container,
+                                                                               workspace, spec):
+    _upload(month_container, ["hang.jpg"])
+    jobs.submit(workspace, "job-1", spec(), env=_env(azurite))
+    _wait_for((tmp_path / "entry-state" / "runs.log").exists)  # a worker is inside run()
+    status = jobs.cancel(workspace, "job-1", wait=False)
+    assert status["status"] == jobs.JobStatus.CANCEL_REQUESTED  # returned at once: SIGTERM sent, nothing awaited
+    _wait_for(lambda: jobs.get(workspace, "job-1")["status"] == jobs.JobStatus.CANCELED)
+
+
 def test_a_killed_job_is_failed_then_resumes_where_it_stopped(tmp_path, azurite, month_container, workspace, spec):
     _upload(month_container, ["0-slow.jpg", "1-slow.jpg", "2-slow.jpg", "3-slow.jpg"])
     jobs.submit(workspace, "job-1", spec(), env=_env(azurite))

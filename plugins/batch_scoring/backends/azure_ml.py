@@ -10,6 +10,7 @@ for every input. azure.ai.ml is imported only inside this module's methods.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import re
 import shlex
 import shutil
@@ -31,8 +32,8 @@ from batch_scoring.backends.base import (
 from scoring.job_settings import AUTO, PARALLEL, JobSettings, settings_fields
 from scoring.merge import PREDICTIONS_FILE
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
-SCORING_PACKAGE = PROJECT_ROOT / "scoring"
+# Found by import, wherever it is installed (the clone, or the compose image where plugins live elsewhere).
+SCORING_PACKAGE = Path(importlib.util.find_spec("scoring").origin).parent
 CONDA_FILE = SCORING_PACKAGE / "environment" / "conda.yaml"
 BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04"
 RESULTS_OUTPUT = "results"
@@ -132,7 +133,9 @@ def build_pipeline_job(spec: ScoringJobSpec, *, code_dir: Path, environment: Any
             "rows": Input(type=AssetTypes.URI_FILE),
             "images": Input(type=AssetTypes.URI_FOLDER, mode=InputOutputModes.RO_MOUNT),
         },
-        outputs={RESULTS_OUTPUT: Output(type=AssetTypes.URI_FOLDER)},
+        # Upload mode: the merge writes to local disk and its renames stay local (a rename on a mounted blob
+        # output can fail); the files are uploaded when the step ends.
+        outputs={RESULTS_OUTPUT: Output(type=AssetTypes.URI_FOLDER, mode=InputOutputModes.UPLOAD)},
         environment=environment,
     )
 
@@ -150,6 +153,9 @@ def build_pipeline_job(spec: ScoringJobSpec, *, code_dir: Path, environment: Any
     job.display_name = f"{spec.experiment} {spec.month}"
     job.experiment_name = spec.experiment
     job.tags = dict(spec.tags)
+    # Never reuse a step's cached output: the data asset keeps its name:version while the month's blobs change,
+    # and a resubmitted attempt must not get the failed one's results. Reuse is decided before submitting.
+    job.settings.force_rerun = True
     return job
 
 
@@ -254,11 +260,14 @@ class AzureMLBackend:
                 break
         return found
 
-    def cancel_job(self, name: str) -> JobInfo:
+    def cancel_job(self, name: str, *, wait: bool = True) -> JobInfo:
         info = self.get_job(name)
         if info.status in FINISHED_STATUSES:
             return info
-        self.client.jobs.begin_cancel(name).result()
+        poller = self.client.jobs.begin_cancel(name)
+        if not wait:
+            return dataclasses.replace(info, status=JobStatus.CANCEL_REQUESTED)
+        poller.result()
         return self.get_job(name)
 
     def download_outputs(self, name: str, destination: Path) -> Path:

@@ -30,10 +30,14 @@ class JobStatus:
     FAILED = "Failed"
     CANCELED = "Canceled"
     NOT_RESPONDING = "NotResponding"
+    PAUSED = "Paused"
+    UNKNOWN = "Unknown"
 
 
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.NOT_RESPONDING})
 FAILURE_STATES = frozenset({JobStatus.FAILED, JobStatus.CANCELED, JobStatus.NOT_RESPONDING})
+# Neither running nor ended: the wait bounds them by their own timeout instead of its deadline of a day.
+STALLED_STATUSES = frozenset({JobStatus.PAUSED, JobStatus.UNKNOWN})
 # Nothing of the job runs any more: there is nothing to cancel. (NotResponding may still run.)
 FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED})
 
@@ -55,6 +59,16 @@ def attempt_number(name: str, base_name: str) -> int | None:
         return 0
     base, attempt = split_attempt(name)
     return attempt if base == base_name else None
+
+
+def is_transient(error: BaseException) -> bool:
+    """Worth asking again: the workspace did not answer, answered 5xx, or throttled (429)."""
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
+    if isinstance(error, (ServiceRequestError, ServiceResponseError, ConnectionError, TimeoutError)):
+        return True
+    status = getattr(error, "status_code", None) if isinstance(error, HttpResponseError) else None
+    return bool(status) and (status >= 500 or status == 429)
 
 
 class BackendError(RuntimeError):
@@ -125,7 +139,9 @@ class ScoringBackend(Protocol):
         """The jobs named `base_name`, `base_name-r1`, `base_name-r2`… that exist, in that order."""
         ...
 
-    def cancel_job(self, name: str) -> JobInfo: ...
+    def cancel_job(self, name: str, *, wait: bool = True) -> JobInfo:
+        """Cancel the job; with `wait=False` only send the request (the state may still be CancelRequested)."""
+        ...
 
     def download_outputs(self, name: str, destination: Path) -> Path:
         """Fetch the merged `predictions.csv` and `errors.csv` of a completed job; returns their folder."""

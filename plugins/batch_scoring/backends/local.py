@@ -132,8 +132,8 @@ class LocalBackend:
         numbered = {attempt_number(name, base_name): name for name in self.workspace.jobs_named(base_name)}
         return [self.get_job(numbered[n]) for n in sorted(n for n in numbered if n is not None)]
 
-    def cancel_job(self, name: str) -> JobInfo:
-        return self._info(name, jobs.cancel(self.workspace, name))
+    def cancel_job(self, name: str, *, wait: bool = True) -> JobInfo:
+        return self._info(name, jobs.cancel(self.workspace, name, wait=wait))
 
     def download_outputs(self, name: str, destination: Path) -> Path:
         info = self.get_job(name)

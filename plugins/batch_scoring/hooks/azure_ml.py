@@ -3,7 +3,8 @@
 Connection `azure_ml_default` (type `azure_ml`), JSON extras:
 - Azure ML workspace: `subscription_id`, `resource_group`, `workspace_name`; credentials from
   azure-identity: a service principal when login (client id), password (secret) and
-  `tenant_id` are set, else `DefaultAzureCredential` (managed/workload identity, environment, CLI).
+  `tenant_id` are set (one of them alone is refused in one line), else `DefaultAzureCredential`
+  (managed/workload identity, environment, CLI).
 - Embedded default: `{"backend": "local", "workspace_dir": "...", "wasb_conn_id": "wasb_default",
   "job_page_url": "http://127.0.0.1:8080/batch-scoring/jobs"}` (the last: where the job links point; the
   plugin serves those pages from Airflow's API server; without it the links are the job logs' file paths).
@@ -93,7 +94,14 @@ class AzureMLHook(BaseHook):
         # azure-identity credentials refresh their tokens themselves: long waits survive expiry.
         connection = self.get_connection(self.azure_ml_conn_id)
         tenant_id = self.extras.get("tenant_id")
-        if connection.login and connection.password and tenant_id:
+        if connection.login or connection.password:
+            # A half-set service principal must not fall back to another identity without a word.
+            missing = [name for name, value in (("login (client id)", connection.login),
+                                                ("password (client secret)", connection.password),
+                                                ("extra tenant_id", tenant_id)) if not value]
+            if missing:
+                raise ValueError(f"connection {self.azure_ml_conn_id!r} sets a service principal but lacks "
+                                 f"{', '.join(missing)}; set them all, or none to use DefaultAzureCredential")
             from azure.identity import ClientSecretCredential
 
             return ClientSecretCredential(tenant_id=tenant_id, client_id=connection.login,

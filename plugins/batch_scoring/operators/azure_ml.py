@@ -29,7 +29,16 @@ from batch_scoring.attempts import (
 from batch_scoring.backends.base import FAILURE_STATES, ComputeSpec, DataAsset, ScoringJobSpec
 from batch_scoring.hooks.azure_ml import AzureMLHook
 from batch_scoring.month import validate_month
-from batch_scoring.triggers.azure_ml import RESUME_DWELL_S, AzureMLJobTrigger, job_event, still_running
+from batch_scoring.triggers.azure_ml import (
+    QUEUED_WARNING_S,
+    RESUME_DWELL_S,
+    STALLED_TIMEOUT_S,
+    AzureMLJobTrigger,
+    StateClock,
+    job_event,
+    stall_check,
+    still_running,
+)
 from scoring.job_settings import JobSettings
 
 if TYPE_CHECKING:
@@ -204,16 +213,22 @@ class AzureMLWaitForJobOperator(_AzureMLOperator):
     :param poll_interval: seconds between status checks.
     :param timeout: seconds to wait before cancelling the job and failing.
     :param deferrable: wait in the triggerer instead of holding a worker slot.
+    :param queued_warning_s: report a job Queued longer than this (quota, preemption) at each poll.
+    :param stalled_timeout_s: cancel and fail a job Paused or Unknown longer than this.
     """
 
-    template_fields: Sequence[str] = ("job_name", "job_spec", "poll_interval", "timeout")
+    template_fields: Sequence[str] = ("job_name", "job_spec", "poll_interval", "timeout", "queued_warning_s",
+                                      "stalled_timeout_s")
     template_fields_renderers = {"job_spec": "json"}
     operator_extra_links = (AzureMLStudioLink(),)
 
     def __init__(self, *, job_name: str, job_spec: dict[str, Any] | None = None, poll_interval: float = 30.0,
                  timeout: float = 24 * 3600,
-                 deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False), **kwargs):
+                 deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+                 queued_warning_s: float = QUEUED_WARNING_S, stalled_timeout_s: float = STALLED_TIMEOUT_S, **kwargs):
         super().__init__(**kwargs)
+        self.queued_warning_s = queued_warning_s
+        self.stalled_timeout_s = stalled_timeout_s
         self.job_name = job_name
         self.job_spec = job_spec
         self.poll_interval = poll_interval
@@ -223,6 +238,7 @@ class AzureMLWaitForJobOperator(_AzureMLOperator):
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         self.poll_interval, self.timeout = float(self.poll_interval), float(self.timeout)
+        self.queued_warning_s, self.stalled_timeout_s = float(self.queued_warning_s), float(self.stalled_timeout_s)
         info = self.hook.backend.get_job(self.job_name)
         if info.status in FAILURE_STATES and self.job_spec and _is_rerun(context):
             self.log.warning("job %s ended %s%s; this try submits the next attempt", info.name, info.status,
@@ -239,10 +255,21 @@ class AzureMLWaitForJobOperator(_AzureMLOperator):
             self.defer(
                 trigger=AzureMLJobTrigger(job_name=self.job_name, azure_ml_conn_id=self.azure_ml_conn_id,
                                           end_time=end_time, poll_interval=self.poll_interval,
-                                          cancel_on_kill=self._owns_job, resume_after=time.time() + RESUME_DWELL_S),
+                                          cancel_on_kill=self._owns_job, resume_after=time.time() + RESUME_DWELL_S,
+                                          queued_warning_s=self.queued_warning_s,
+                                          stalled_timeout_s=self.stalled_timeout_s),
                 method_name="execute_complete",
             )
+        clock = StateClock()
         while not info.terminal:
+            warning, give_up = stall_check(info, clock.seconds_in(info.status, time.time()),
+                                           queued_warning_s=self.queued_warning_s,
+                                           stalled_timeout_s=self.stalled_timeout_s)
+            if give_up:
+                self.hook.backend.cancel_job(self.job_name, wait=False)
+                raise AzureMLJobFailed(warning)
+            if warning:
+                self.log.warning("%s", warning)
             if time.time() >= end_time:
                 self.hook.backend.cancel_job(self.job_name)
                 raise AzureMLJobFailed(

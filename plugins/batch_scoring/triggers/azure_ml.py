@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from batch_scoring.backends.base import JobStatus
+from batch_scoring.backends.base import STALLED_STATUSES, JobStatus, is_transient
 from batch_scoring.hooks.azure_ml import AzureMLHook
 from scoring.progress import describe_progress
 
@@ -18,6 +19,38 @@ from scoring.progress import describe_progress
 # worker's exit (~5 s with the LocalExecutor): apache/airflow#67287, #72716. A job that ends within this
 # many seconds of the deferral has its event held until then.
 RESUME_DWELL_S = 15.0
+TRANSIENT_RETRY_S = 600.0
+QUEUED_WARNING_S = 1800.0  # a job Queued this long is reported, each poll, with the likely causes
+STALLED_TIMEOUT_S = 3600.0  # a job Paused or Unknown this long is cancelled and the wait fails
+
+
+class StateClock:
+    """How long the job has been in the state it is in now, as far as this wait has seen."""
+
+    def __init__(self) -> None:
+        self.status: str | None = None
+        self.since = 0.0
+
+    def seconds_in(self, status: str, now: float) -> float:
+        if status != self.status:
+            self.status, self.since = status, now
+        return now - self.since
+
+
+def stall_check(info, seconds: float, *, queued_warning_s: float = QUEUED_WARNING_S,
+                stalled_timeout_s: float = STALLED_TIMEOUT_S) -> tuple[str | None, bool]:
+    """(warning line or None, give up?) for a live job that has been in its state for `seconds`."""
+    if info.status in STALLED_STATUSES:
+        if seconds >= stalled_timeout_s:
+            return (f"job {info.name} has been {info.status} for {seconds:.0f}s (limit {stalled_timeout_s:.0f}s); "
+                    f"it was cancelled: look at the job in the Studio ({info.url})"), True
+        return (f"job {info.name} is {info.status} for {seconds:.0f}s: neither running nor ended; cancelled after "
+                f"{stalled_timeout_s:.0f}s"), False
+    if info.status == JobStatus.QUEUED and seconds >= queued_warning_s:
+        return (f"job {info.name} has been Queued for {seconds / 60:.0f} min: the cluster likely has no quota "
+                "for its VM size or cannot get low-priority nodes (preempted); check the compute's quota and "
+                "state in the Studio"), False
+    return None, False
 
 
 class AzureMLJobTrigger(BaseTrigger):
@@ -29,10 +62,13 @@ class AzureMLJobTrigger(BaseTrigger):
     :param poll_interval: seconds between two status checks.
     :param cancel_on_kill: cancel the job when the task is killed (not when another run submitted it).
     :param resume_after: epoch seconds before which a finished job's event is held (see `RESUME_DWELL_S`).
+    :param queued_warning_s: a job Queued longer than this is reported with its likely causes at each poll.
+    :param stalled_timeout_s: a job Paused or Unknown longer than this is cancelled and the wait fails.
     """
 
     def __init__(self, job_name: str, azure_ml_conn_id: str, end_time: float, poll_interval: float = 30.0,
-                 cancel_on_kill: bool = True, resume_after: float = 0.0):
+                 cancel_on_kill: bool = True, resume_after: float = 0.0,
+                 queued_warning_s: float = QUEUED_WARNING_S, stalled_timeout_s: float = STALLED_TIMEOUT_S):
         super().__init__()
         self.job_name = job_name
         self.azure_ml_conn_id = azure_ml_conn_id
@@ -40,6 +76,8 @@ class AzureMLJobTrigger(BaseTrigger):
         self.poll_interval = poll_interval
         self.cancel_on_kill = cancel_on_kill
         self.resume_after = resume_after
+        self.queued_warning_s = queued_warning_s
+        self.stalled_timeout_s = stalled_timeout_s
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -51,17 +89,24 @@ class AzureMLJobTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "cancel_on_kill": self.cancel_on_kill,
                 "resume_after": self.resume_after,
+                "queued_warning_s": self.queued_warning_s,
+                "stalled_timeout_s": self.stalled_timeout_s,
             },
         )
 
     def _hook(self) -> AzureMLHook:
         return AzureMLHook(azure_ml_conn_id=self.azure_ml_conn_id)
 
+    def _backend(self):
+        """The hook's backend: reads the connection, imports the SDK and builds its client (blocking work)."""
+        return self._hook().backend
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = self._hook()
+        # Everything the SDKs do is synchronous: build and call them in a thread, never on the triggerer's loop.
+        backend = await asyncio.to_thread(self._backend)
+        clock = StateClock()
         while True:
-            # The SDKs are synchronous: poll in a thread so the triggerer's loop never blocks.
-            info = await asyncio.to_thread(hook.backend.get_job, self.job_name)
+            info = await self._get_job(backend)
             if info.terminal:
                 if (hold := self.resume_after - time.time()) > 0:
                     self.log.info("job %s is %s; resuming the task in %.0fs", self.job_name, info.status, hold)
@@ -69,19 +114,44 @@ class AzureMLJobTrigger(BaseTrigger):
                 yield TriggerEvent(job_event(info))
                 return
             if time.time() >= self.end_time:
-                await asyncio.to_thread(hook.backend.cancel_job, self.job_name)
+                await asyncio.to_thread(backend.cancel_job, self.job_name)
                 yield TriggerEvent({
                     "status": "error", "job_name": self.job_name, "job_status": info.status, "url": info.url,
                     "message": f"job {self.job_name} still {info.status} at the wait's deadline; it was cancelled",
                 })
                 return
+            warning, give_up = stall_check(info, clock.seconds_in(info.status, time.time()),
+                                           queued_warning_s=self.queued_warning_s,
+                                           stalled_timeout_s=self.stalled_timeout_s)
+            if give_up:
+                await asyncio.to_thread(backend.cancel_job, self.job_name, wait=False)
+                yield TriggerEvent({"status": "error", "job_name": self.job_name, "job_status": info.status,
+                                    "url": info.url, "message": warning})
+                return
+            if warning:
+                self.log.warning("%s", warning)
             self.log.info("%s; next check in %ss", still_running(info), self.poll_interval)
             await asyncio.sleep(min(self.poll_interval, max(0.0, self.end_time - time.time())) or 0.01)
 
+    async def _get_job(self, backend):
+        """The job's state; a workspace that does not answer for a while is asked again, with backoff, for up to
+        `TRANSIENT_RETRY_S` (a 5xx, a throttle, a dropped connection must not fail a wait of hours)."""
+        def log_retry(state) -> None:
+            error = state.outcome.exception()
+            self.log.warning("job %s: status check failed (%s: %s); asking again in %.0fs", self.job_name,
+                             type(error).__name__, " ".join(str(error).split())[:200], state.next_action.sleep)
+
+        async for attempt in AsyncRetrying(retry=retry_if_exception(is_transient), reraise=True,
+                                           wait=wait_exponential(multiplier=2, max=60),
+                                           stop=stop_after_delay(TRANSIENT_RETRY_S), before_sleep=log_retry):
+            with attempt:
+                return await asyncio.to_thread(backend.get_job, self.job_name)
+
     async def on_kill(self) -> None:
-        """The task was killed while deferred: leave no job of this run running."""
+        """The task was killed while deferred: ask the workspace to cancel, without waiting for it to end
+        (the triggerer gives on_kill seconds, a cancel can take minutes)."""
         if self.cancel_on_kill:
-            await asyncio.to_thread(self._hook().backend.cancel_job, self.job_name)
+            await asyncio.to_thread(lambda: self._backend().cancel_job(self.job_name, wait=False))
 
 
 def still_running(info) -> str:

@@ -1,5 +1,7 @@
 """The Azure ML backend: the pipeline job it builds (validated offline by the SDK) and its workspace calls."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -52,6 +54,23 @@ def test_the_merge_step_follows_the_parallel_step_and_enforces_the_threshold(job
     assert "python -m scoring.merge" in merge["component"]["command"]
     assert "--error_threshold 25" in merge["component"]["command"]
     assert document["outputs"]["results"]["type"] == "uri_folder"
+
+
+def test_the_merge_writes_to_local_disk_and_no_step_reuses_a_cached_output(job):
+    document = yaml.safe_load(job._to_yaml())
+    # Upload mode: the merge's renames happen on local disk, not on a blob-backed mount.
+    assert document["jobs"]["merged"]["outputs"]["results"] == "${{parent.outputs.results}}"
+    assert document["outputs"]["results"]["mode"] == "upload"
+    # A resubmitted attempt, or a month whose blobs changed under the same asset version, is scored anew.
+    assert document["settings"]["force_rerun"] is True
+
+
+def test_the_scoring_code_is_found_by_import_not_by_a_path_beside_the_plugin():
+    import scoring
+
+    from batch_scoring.backends.azure_ml import SCORING_PACKAGE
+
+    assert SCORING_PACKAGE == Path(scoring.__file__).resolve().parent
 
 
 def test_the_month_asset_and_model_are_the_pipeline_inputs(job):

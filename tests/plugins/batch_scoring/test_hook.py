@@ -42,3 +42,19 @@ def test_service_principal_credentials_when_the_connection_has_them(monkeypatch)
     client = AzureMLHook("aml_sp")._ml_client()
     assert (client.subscription_id, client.resource_group_name, client.workspace_name) == ("s", "r", "w")
     assert SECRET not in repr(client) and SECRET not in repr(AzureMLHook("aml_sp")._credential())
+
+
+@pytest.mark.parametrize("connection, missing", [
+    ({"login": "client-id", "password": SECRET}, "extra tenant_id"),
+    ({"login": "client-id"}, "password (client secret), extra tenant_id"),
+    ({"password": SECRET, "extra": {"tenant_id": "t"}}, "login (client id)"),
+])
+def test_a_half_set_service_principal_is_refused_in_one_line(monkeypatch, connection, missing):
+    extra = {"subscription_id": "s", "resource_group": "r", "workspace_name": "w", **connection.pop("extra", {})}
+    monkeypatch.setenv("AIRFLOW_CONN_AML_HALF", json.dumps({"conn_type": "azure_ml", **connection, "extra": extra}))
+    with pytest.raises(ValueError) as caught:
+        AzureMLHook("aml_half")._credential()
+    message = str(caught.value)
+    assert message == (f"connection 'aml_half' sets a service principal but lacks {missing}; set them all, or none "
+                       "to use DefaultAzureCredential")
+    assert SECRET not in message

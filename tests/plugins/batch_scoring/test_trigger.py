@@ -77,7 +77,104 @@ def test_deadline_cancels_the_job_and_yields_one_error(client):
     assert client.jobs.cancelled == [NAME]
 
 
-def test_on_kill_cancels_the_job(client):
+def test_on_kill_sends_the_cancel_without_waiting_for_it(client):
     trigger = AzureMLJobTrigger(job_name=NAME, azure_ml_conn_id="x", end_time=time.time() + 30, poll_interval=0.05)
     asyncio.run(trigger.on_kill())
-    assert client.jobs.cancelled == [NAME]
+    assert client.jobs.cancel_requested == [NAME] and client.jobs.cancelled == []  # the poller was never awaited
+
+
+def test_transient_errors_are_retried_with_backoff_and_a_warning(client, monkeypatch, capsys):
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError
+
+    import batch_scoring.triggers.azure_ml as trigger_module
+
+    monkeypatch.setattr(trigger_module, "wait_exponential", lambda **_: (lambda state: 0.01))
+    answers = [ServiceRequestError("connection reset"), HttpResponseError(message="busy", response=None)]
+    answers[1].status_code = 503
+    real_get = client.jobs.get
+
+    def flaky_get(name):
+        if answers:
+            raise answers.pop(0)
+        client.jobs.set_status(NAME, "Completed")
+        return real_get(name)
+
+    monkeypatch.setattr(client.jobs, "get", flaky_get)
+    trigger = AzureMLJobTrigger(job_name=NAME, azure_ml_conn_id="x", end_time=time.time() + 30, poll_interval=0.05)
+    events = asyncio.run(_events(trigger))
+    assert len(events) == 1 and events[0]["status"] == "success"
+    assert capsys.readouterr().out.count("status check failed") == 2  # the triggerer's log (structlog)
+
+
+def test_a_lasting_refusal_is_not_retried(client, monkeypatch):
+    from azure.core.exceptions import HttpResponseError
+
+    refusal = HttpResponseError(message="forbidden", response=None)
+    refusal.status_code = 403
+
+    def refuse(name):
+        raise refusal
+
+    monkeypatch.setattr(client.jobs, "get", refuse)
+    trigger = AzureMLJobTrigger(job_name=NAME, azure_ml_conn_id="x", end_time=time.time() + 30, poll_interval=0.05)
+    with pytest.raises(HttpResponseError, match="forbidden"):
+        asyncio.run(_events(trigger))
+
+
+def test_the_client_is_built_off_the_event_loop(client, monkeypatch):
+    import threading
+
+    built_on = []
+    real_backend = AzureMLJobTrigger._backend
+
+    def recording_backend(self):
+        built_on.append(threading.current_thread() is threading.main_thread())
+        return real_backend(self)
+
+    monkeypatch.setattr(AzureMLJobTrigger, "_backend", recording_backend)
+    client.jobs.set_status(NAME, "Completed")
+    trigger = AzureMLJobTrigger(job_name=NAME, azure_ml_conn_id="x", end_time=time.time() + 30, poll_interval=0.05)
+    asyncio.run(_events(trigger))
+    assert built_on == [False]
+
+
+def test_a_paused_or_unknown_job_is_cancelled_after_its_own_timeout(client):
+    for status in ("Paused", "Unknown"):
+        client.jobs.set_status(NAME, status)
+        client.jobs.cancel_requested.clear()
+        trigger = AzureMLJobTrigger(job_name=NAME, azure_ml_conn_id="x", end_time=time.time() + 3600,
+                                    poll_interval=0.05, stalled_timeout_s=0.2)
+        events = asyncio.run(_events(trigger))
+        assert len(events) == 1 and events[0]["status"] == "error", status
+        assert events[0]["message"].startswith(f"job {NAME} has been {status} for ")
+        assert "(limit 0s); it was cancelled" in events[0]["message"]
+        assert client.jobs.cancel_requested == [NAME]
+
+
+def test_a_long_queue_is_reported_with_its_likely_causes_and_the_wait_goes_on(client, capsys):
+    client.jobs.set_status(NAME, "Queued")
+    trigger = AzureMLJobTrigger(job_name=NAME, azure_ml_conn_id="x", end_time=time.time() + 30, poll_interval=0.05,
+                                queued_warning_s=0.1)
+
+    async def start_later():
+        await asyncio.sleep(0.4)
+        client.jobs.set_status(NAME, "Completed")
+
+    async def scenario():
+        asyncio.get_running_loop().create_task(start_later())
+        return await _events(trigger)
+
+    events = asyncio.run(scenario())
+    assert events[0]["status"] == "success"
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "has been Queued" in line]
+    assert warnings and "no quota for its VM size" in warnings[0] and "preempted" in warnings[0]
+
+
+def test_the_state_clock_restarts_when_the_state_changes():
+    from batch_scoring.triggers.azure_ml import StateClock
+
+    clock = StateClock()
+    assert clock.seconds_in("Queued", 100.0) == 0.0
+    assert clock.seconds_in("Queued", 160.0) == 60.0
+    assert clock.seconds_in("Running", 170.0) == 0.0
+    assert clock.seconds_in("Running", 171.5) == 1.5
