@@ -144,7 +144,7 @@ def monthly_batch_scoring():
 
         blobs = WasbHook(wasb_conn_id=WASB_CONN_ID).get_conn()
         manifest = publish_scored_month(
-            backend=AzureMLHook(azure_ml_conn_id=AZURE_ML_CONN_ID).backend,
+            workspace=AzureMLHook(azure_ml_conn_id=AZURE_ML_CONN_ID),
             images=blobs.get_container_client(params["images_container"]),
             predictions=blobs.get_container_client(params["predictions_container"]),
             month=month, job=job, model_name=params["model_name"], model_version=params["model_version"],

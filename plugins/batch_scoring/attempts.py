@@ -50,17 +50,17 @@ def spec_from_dict(values: dict[str, Any]) -> ScoringJobSpec:
     return ScoringJobSpec(**{**values, "settings": JobSettings.from_dict(values["settings"])})
 
 
-def ensure_job(backend: ScoringBackend, wanted: ScoringJobSpec, log: logging.Logger) -> JobInfo:
+def ensure_job(workspace: ScoringBackend, wanted: ScoringJobSpec, log: logging.Logger) -> JobInfo:
     """The attempt that scores `wanted` (its name is the family's base name): live, completed, or new."""
     base = wanted.name
-    family = backend.job_attempts(base)
+    family = workspace.job_attempts(base)
     model, inputs = wanted.tags.get(MODEL_TAG), wanted.tags.get(INPUTS_TAG)
     stalled = [info for info in family if info.status == JobStatus.NOT_RESPONDING]
     for info in stalled:  # no heartbeat, yet it may still run: cancel it before anything replaces it
         log.warning("job %s is NotResponding; cancelling it before submitting the next attempt", info.name)
-        backend.cancel_job(info.name)
+        workspace.cancel_job(info.name)
     if stalled:
-        family = backend.job_attempts(base)
+        family = workspace.job_attempts(base)
     live = [info for info in family if not info.terminal]
     if live:
         job = live[-1]
@@ -81,10 +81,10 @@ def ensure_job(backend: ScoringBackend, wanted: ScoringJobSpec, log: logging.Log
             break
     name = attempt_name(base, attempt_number(family[-1].name, base) + 1 if family else 0)
     try:
-        job = backend.submit_job(dataclasses.replace(wanted, name=name))
+        job = workspace.submit_job(dataclasses.replace(wanted, name=name))
         log.info("submitted job %s (%s) for month %s", job.name, job.status, wanted.month)
     except JobAlreadyExists:
         # Another run of the same month submitted it a moment ago: follow that one.
-        job = backend.get_job(name)
+        job = workspace.get_job(name)
         log.info("job %s was just submitted by another run; reattaching (%s)", job.name, job.status)
     return job

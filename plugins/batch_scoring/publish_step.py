@@ -20,15 +20,15 @@ from batch_scoring.report import summarize, write_report
 log = logging.getLogger(__name__)
 
 
-def publish_scored_month(*, backend, images, predictions, month: str, job: dict[str, Any], model_name: str,
+def publish_scored_month(*, workspace, images, predictions, month: str, job: dict[str, Any], model_name: str,
                          model_version: str, run_id: str | None = None,
                          drift_threshold: float = DEFAULT_PSI_THRESHOLD) -> dict[str, Any]:
     """Publish the outputs of the completed `job` (the wait task's event) for `month`; returns the manifest.
 
-    `backend`: the workspace (`AzureMLHook.backend`); `images`, `predictions`: container clients."""
+    `workspace`: the Azure ML hook (its `download_outputs`); `images`, `predictions`: container clients."""
     job_name = job["job_name"]
     with tempfile.TemporaryDirectory(prefix=f"scoring-{month}-") as scratch:
-        folder = backend.download_outputs(job_name, Path(scratch))
+        folder = workspace.download_outputs(job_name, Path(scratch))
         counts = validate_outputs(folder, MonthListing(images, month), month=month, model_name=model_name,
                                   model_version=model_version)
         summary = summarize(folder)

@@ -2,7 +2,7 @@
 
 Two implementations: `AzureMLBackend` (azure-ai-ml v2, a real workspace) and
 `LocalBackend` (the embedded default). Operators, the trigger and the DAG see
-only this interface, through `AzureMLHook.backend`.
+only this interface, through the verbs of `AzureMLHook` (which holds the backend).
 """
 
 from __future__ import annotations

@@ -13,11 +13,12 @@ Connection `azure_ml_default` (type `azure_ml`), JSON extras:
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseHook
 
-from batch_scoring.backends.base import ScoringBackend
+from batch_scoring.backends.base import ComputeSpec, DataAsset, JobInfo, ScoringBackend, ScoringJobSpec
 
 LOCAL_BACKEND = "local"
 
@@ -63,9 +64,33 @@ class AzureMLHook(BaseHook):
 
     @cached_property
     def backend(self) -> ScoringBackend:
+        """The workspace behind the connection (built once, on first use: SDK import and client)."""
         if self.is_local:
             return self._local_backend()
         return self._azure_backend()
+
+    # The workspace verbs. Operators, the trigger and the publish step call these, not the backend.
+
+    def ensure_compute(self, spec: ComputeSpec) -> dict[str, Any]:
+        return self.backend.ensure_compute(spec)
+
+    def register_data_asset(self, asset: DataAsset) -> DataAsset:
+        return self.backend.register_data_asset(asset)
+
+    def submit_job(self, spec: ScoringJobSpec) -> JobInfo:
+        return self.backend.submit_job(spec)
+
+    def get_job(self, name: str) -> JobInfo:
+        return self.backend.get_job(name)
+
+    def job_attempts(self, base_name: str) -> list[JobInfo]:
+        return self.backend.job_attempts(base_name)
+
+    def cancel_job(self, name: str, *, wait: bool = True) -> JobInfo:
+        return self.backend.cancel_job(name, wait=wait)
+
+    def download_outputs(self, name: str, destination: Path) -> Path:
+        return self.backend.download_outputs(name, destination)
 
     def _local_backend(self) -> ScoringBackend:
         return local_backend_from_extras(self.azure_ml_conn_id, self.extras,

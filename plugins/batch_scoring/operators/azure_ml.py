@@ -1,6 +1,6 @@
 """Operators for the month's Azure ML work: compute, data asset, scoring job submit and wait.
 
-Each reaches the workspace through `AzureMLHook.backend`, so the same DAG runs
+Each reaches the workspace through the verbs of `AzureMLHook`, so the same DAG runs
 on a real workspace or on the embedded default.
 """
 
@@ -75,7 +75,7 @@ class _AzureMLOperator(BaseOperator):
     def _ensure_job(self, wanted: ScoringJobSpec):
         """The attempt policy's job for `wanted`; a live attempt of another model fails the task in one line."""
         try:
-            return ensure_job(self.hook.backend, wanted, self.log)
+            return ensure_job(self.hook, wanted, self.log)
         except AttemptConflict as error:
             raise AzureMLJobFailed(str(error)) from None
 
@@ -110,7 +110,7 @@ class AzureMLEnsureComputeOperator(_AzureMLOperator):
             max_instances=int(self.max_instances), tier=self.tier,
             idle_time_before_scale_down=self.idle_time_before_scale_down,
         )
-        compute = self.hook.backend.ensure_compute(spec)
+        compute = self.hook.ensure_compute(spec)
         self.log.info("compute %s ready: %s", self.compute_name, compute)
         return compute
 
@@ -132,7 +132,7 @@ class AzureMLRegisterDataAssetOperator(_AzureMLOperator):
         self.path = path
 
     def execute(self, context: Context) -> dict[str, str]:
-        asset = self.hook.backend.register_data_asset(DataAsset(self.name, str(self.version), self.path))
+        asset = self.hook.register_data_asset(DataAsset(self.name, str(self.version), self.path))
         self.log.info("data asset %s:%s -> %s", asset.name, asset.version, asset.path)
         return {"name": asset.name, "version": asset.version, "path": asset.path}
 
@@ -239,7 +239,7 @@ class AzureMLWaitForJobOperator(_AzureMLOperator):
     def execute(self, context: Context) -> dict[str, Any] | None:
         self.poll_interval, self.timeout = float(self.poll_interval), float(self.timeout)
         self.queued_warning_s, self.stalled_timeout_s = float(self.queued_warning_s), float(self.stalled_timeout_s)
-        info = self.hook.backend.get_job(self.job_name)
+        info = self.hook.get_job(self.job_name)
         if info.status in FAILURE_STATES and self.job_spec and _is_rerun(context):
             self.log.warning("job %s ended %s%s; this try submits the next attempt", info.name, info.status,
                              f" ({info.error})" if info.error else "")
@@ -266,18 +266,18 @@ class AzureMLWaitForJobOperator(_AzureMLOperator):
                                            queued_warning_s=self.queued_warning_s,
                                            stalled_timeout_s=self.stalled_timeout_s)
             if give_up:
-                self.hook.backend.cancel_job(self.job_name, wait=False)
+                self.hook.cancel_job(self.job_name, wait=False)
                 raise AzureMLJobFailed(warning)
             if warning:
                 self.log.warning("%s", warning)
             if time.time() >= end_time:
-                self.hook.backend.cancel_job(self.job_name)
+                self.hook.cancel_job(self.job_name)
                 raise AzureMLJobFailed(
                     f"job {self.job_name} still {info.status} after {self.timeout:.0f}s; it was cancelled. {info.url}"
                 )
             self.log.info("%s; next check in %ss", still_running(info), self.poll_interval)
             time.sleep(self.poll_interval)
-            info = self.hook.backend.get_job(self.job_name)
+            info = self.hook.get_job(self.job_name)
         return self._finish(job_event(info))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
@@ -295,7 +295,7 @@ class AzureMLWaitForJobOperator(_AzureMLOperator):
                           self.job_name)
             return
         self.log.info("task killed: cancelling job %s", self.job_name)
-        self.hook.backend.cancel_job(self.job_name)
+        self.hook.cancel_job(self.job_name)
 
 
 def _push_job(context: Context, job) -> None:

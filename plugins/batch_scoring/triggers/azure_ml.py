@@ -97,16 +97,18 @@ class AzureMLJobTrigger(BaseTrigger):
     def _hook(self) -> AzureMLHook:
         return AzureMLHook(azure_ml_conn_id=self.azure_ml_conn_id)
 
-    def _backend(self):
-        """The hook's backend: reads the connection, imports the SDK and builds its client (blocking work)."""
-        return self._hook().backend
+    def _connected_hook(self) -> AzureMLHook:
+        """The hook with its client built: reads the connection, imports the SDK (blocking work)."""
+        hook = self._hook()
+        hook.backend  # noqa: B018 - built here, in the caller's thread
+        return hook
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         # Everything the SDKs do is synchronous: build and call them in a thread, never on the triggerer's loop.
-        backend = await asyncio.to_thread(self._backend)
+        hook = await asyncio.to_thread(self._connected_hook)
         clock = StateClock()
         while True:
-            info = await self._get_job(backend)
+            info = await self._get_job(hook)
             if info.terminal:
                 if (hold := self.resume_after - time.time()) > 0:
                     self.log.info("job %s is %s; resuming the task in %.0fs", self.job_name, info.status, hold)
@@ -114,7 +116,7 @@ class AzureMLJobTrigger(BaseTrigger):
                 yield TriggerEvent(job_event(info))
                 return
             if time.time() >= self.end_time:
-                await asyncio.to_thread(backend.cancel_job, self.job_name)
+                await asyncio.to_thread(hook.cancel_job, self.job_name)
                 yield TriggerEvent({
                     "status": "error", "job_name": self.job_name, "job_status": info.status, "url": info.url,
                     "message": f"job {self.job_name} still {info.status} at the wait's deadline; it was cancelled",
@@ -124,7 +126,7 @@ class AzureMLJobTrigger(BaseTrigger):
                                            queued_warning_s=self.queued_warning_s,
                                            stalled_timeout_s=self.stalled_timeout_s)
             if give_up:
-                await asyncio.to_thread(backend.cancel_job, self.job_name, wait=False)
+                await asyncio.to_thread(hook.cancel_job, self.job_name, wait=False)
                 yield TriggerEvent({"status": "error", "job_name": self.job_name, "job_status": info.status,
                                     "url": info.url, "message": warning})
                 return
@@ -133,7 +135,7 @@ class AzureMLJobTrigger(BaseTrigger):
             self.log.info("%s; next check in %ss", still_running(info), self.poll_interval)
             await asyncio.sleep(min(self.poll_interval, max(0.0, self.end_time - time.time())) or 0.01)
 
-    async def _get_job(self, backend):
+    async def _get_job(self, hook: AzureMLHook):
         """The job's state; a workspace that does not answer for a while is asked again, with backoff, for up to
         `TRANSIENT_RETRY_S` (a 5xx, a throttle, a dropped connection must not fail a wait of hours)."""
         def log_retry(state) -> None:
@@ -145,13 +147,13 @@ class AzureMLJobTrigger(BaseTrigger):
                                            wait=wait_exponential(multiplier=2, max=60),
                                            stop=stop_after_delay(TRANSIENT_RETRY_S), before_sleep=log_retry):
             with attempt:
-                return await asyncio.to_thread(backend.get_job, self.job_name)
+                return await asyncio.to_thread(hook.get_job, self.job_name)
 
     async def on_kill(self) -> None:
         """The task was killed while deferred: ask the workspace to cancel, without waiting for it to end
         (the triggerer gives on_kill seconds, a cancel can take minutes)."""
         if self.cancel_on_kill:
-            await asyncio.to_thread(lambda: self._backend().cancel_job(self.job_name, wait=False))
+            await asyncio.to_thread(lambda: self._connected_hook().cancel_job(self.job_name, wait=False))
 
 
 def still_running(info) -> str:

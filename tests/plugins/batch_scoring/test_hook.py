@@ -58,3 +58,17 @@ def test_a_half_set_service_principal_is_refused_in_one_line(monkeypatch, connec
     assert message == (f"connection 'aml_half' sets a service principal but lacks {missing}; set them all, or none "
                        "to use DefaultAzureCredential")
     assert SECRET not in message
+
+
+def test_operators_trigger_and_publish_step_use_the_hooks_verbs_not_its_backend():
+    import inspect
+
+    import batch_scoring.operators.azure_ml as operators
+    import batch_scoring.publish_step as publish_step
+    import batch_scoring.triggers.azure_ml as triggers
+
+    for module in (operators, triggers, publish_step):
+        assert ".backend." not in inspect.getsource(module), module.__name__
+    verbs = {"ensure_compute", "register_data_asset", "submit_job", "get_job", "job_attempts", "cancel_job",
+             "download_outputs"}
+    assert verbs <= set(vars(AzureMLHook))

@@ -125,13 +125,13 @@ def test_the_client_is_built_off_the_event_loop(client, monkeypatch):
     import threading
 
     built_on = []
-    real_backend = AzureMLJobTrigger._backend
+    real_hook = AzureMLJobTrigger._connected_hook
 
-    def recording_backend(self):
+    def recording_hook(self):
         built_on.append(threading.current_thread() is threading.main_thread())
-        return real_backend(self)
+        return real_hook(self)
 
-    monkeypatch.setattr(AzureMLJobTrigger, "_backend", recording_backend)
+    monkeypatch.setattr(AzureMLJobTrigger, "_connected_hook", recording_hook)
     client.jobs.set_status(NAME, "Completed")
     trigger = AzureMLJobTrigger(job_name=NAME, azure_ml_conn_id="x", end_time=time.time() + 30, poll_interval=0.05)
     asyncio.run(_events(trigger))
