@@ -179,12 +179,15 @@ class AzureMLBackend:
                     f"compute {spec.name!r} exists with type {existing.type!r}, not an AmlCompute cluster; "
                     "pick another compute name"
                 )
+            _check_provisioned(existing)
             return _compute_summary(existing)
         cluster = AmlCompute(
             name=spec.name, size=spec.vm_size, min_instances=spec.min_instances, max_instances=spec.max_instances,
             tier=spec.tier, idle_time_before_scale_down=spec.idle_time_before_scale_down,
         )
-        return _compute_summary(self.client.compute.begin_create_or_update(cluster).result())
+        created = self.client.compute.begin_create_or_update(cluster).result()
+        _check_provisioned(created)
+        return _compute_summary(created)
 
     def register_data_asset(self, asset: DataAsset) -> DataAsset:
         from azure.ai.ml.constants import AssetTypes
@@ -301,10 +304,21 @@ def _same_path(registered: str, wanted: str) -> bool:
     return registered.rstrip("/") == wanted.rstrip("/")
 
 
+def _check_provisioned(compute) -> None:
+    """A cluster whose provisioning failed (quota, a VM size not offered in the region, a subnet) takes no job:
+    say so now, in one line with the service's reason, rather than let a job sit Queued for a day."""
+    state = getattr(compute, "provisioning_state", None)
+    if state and state.lower() in ("failed", "canceled", "deleting"):
+        errors = " ".join(str(getattr(compute, "provisioning_errors", None) or "no reason given").split())[:400]
+        raise BackendError(f"compute {compute.name!r} is in provisioning state {state}: {errors}; fix or delete "
+                           "the cluster in the Studio (Compute), or pick another compute name")
+
+
 def _compute_summary(compute) -> dict[str, Any]:
     return {"name": compute.name, "type": compute.type, "size": getattr(compute, "size", None),
             "min_instances": getattr(compute, "min_instances", None),
-            "max_instances": getattr(compute, "max_instances", None), "tier": getattr(compute, "tier", None)}
+            "max_instances": getattr(compute, "max_instances", None), "tier": getattr(compute, "tier", None),
+            "provisioning_state": getattr(compute, "provisioning_state", None)}
 
 
 def _job_info(job, error: str | None = None) -> JobInfo:

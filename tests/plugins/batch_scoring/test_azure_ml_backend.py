@@ -97,6 +97,22 @@ def test_compute_is_created_when_missing_and_reused_when_present():
     assert client.compute.created == ["gpu-cluster"]
 
 
+def test_a_cluster_whose_provisioning_failed_is_refused_with_the_services_reason():
+    from types import SimpleNamespace
+
+    client = FakeMLClient()
+    client.compute.computes["gpu-cluster"] = SimpleNamespace(
+        type="amlcompute", name="gpu-cluster", size="Standard_NC4as_T4_v3", provisioning_state="Failed",
+        provisioning_errors="QuotaExceeded: Standard NCASv3_T4 family, 0 of 4 cores available")
+    with pytest.raises(BackendError) as caught:
+        AzureMLBackend(client).ensure_compute(ComputeSpec(name="gpu-cluster"))
+    assert str(caught.value) == (
+        "compute 'gpu-cluster' is in provisioning state Failed: QuotaExceeded: Standard NCASv3_T4 family, 0 of 4 "
+        "cores available; fix or delete the cluster in the Studio (Compute), or pick another compute name")
+    client.compute.computes["gpu-cluster"].provisioning_state = "Succeeded"
+    assert AzureMLBackend(client).ensure_compute(ComputeSpec(name="gpu-cluster"))["provisioning_state"] == "Succeeded"
+
+
 def test_compute_of_another_type_is_a_clear_error():
     client = FakeMLClient()
     client.compute.computes["gpu-cluster"] = type("Instance", (), {"type": "computeinstance", "name": "gpu-cluster"})()
