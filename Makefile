@@ -15,10 +15,13 @@ COMPOSE := tools/compose/docker-compose
 setup: $(VENV)/.installed $(AZURITE)/node_modules/.installed
 
 # One pip install for everything, so the resolver sees all pins at once.
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@echo "==> Python packages into $(VENV) (first time: a few minutes)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt 2>&1 \
+		| { grep -v "^WARNING: Location '" || true; }
+	@# This project as an Airflow provider (its entry point only): the azure_ml connection type and its form.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 \
 		| { grep -v "^WARNING: Location '" || true; }
 	touch $@
 

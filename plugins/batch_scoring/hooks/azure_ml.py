@@ -56,7 +56,14 @@ class AzureMLHook(BaseHook):
 
     @cached_property
     def extras(self) -> dict[str, Any]:
-        return self.get_connection(self.azure_ml_conn_id).extra_dejson
+        """The connection's extras by plain name, whether written by hand or by the form (`extra__azure_ml__…`)."""
+        extras = self.get_connection(self.azure_ml_conn_id).extra_dejson
+        prefix = f"extra__{self.conn_type}__"
+        plain = {key: value for key, value in extras.items() if not key.startswith(prefix)}
+        for key, value in extras.items():
+            if key.startswith(prefix) and value not in (None, ""):
+                plain.setdefault(key[len(prefix):], value)
+        return plain
 
     @property
     def is_local(self) -> bool:

@@ -72,3 +72,31 @@ def test_operators_trigger_and_publish_step_use_the_hooks_verbs_not_its_backend(
     verbs = {"ensure_compute", "register_data_asset", "submit_job", "get_job", "job_attempts", "cancel_job",
              "download_outputs"}
     assert verbs <= set(vars(AzureMLHook))
+
+
+def test_the_connection_type_is_a_provider_with_a_form_airflow_accepts():
+    import importlib.metadata
+    from pathlib import Path
+
+    import jsonschema
+
+    import airflow
+    from batch_scoring.provider_info import get_provider_info
+
+    info = get_provider_info()
+    schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
+    jsonschema.validate(info, schema)
+    (connection,) = info["connection-types"]
+    assert connection["connection-type"] == AzureMLHook.conn_type
+    assert connection["hook-class-name"] == f"{AzureMLHook.__module__}.{AzureMLHook.__qualname__}"
+    # `make setup` installs the entry point Airflow discovers providers by.
+    entry_points = importlib.metadata.entry_points(group="apache_airflow_provider")
+    assert "batch_scoring.provider_info:get_provider_info" in {entry.value for entry in entry_points}
+
+
+def test_extras_written_by_the_form_are_read_like_hand_written_ones(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_AML_FORM", json.dumps({"conn_type": "azure_ml", "extra": {
+        "extra__azure_ml__subscription_id": "s", "extra__azure_ml__resource_group": "r", "workspace_name": "w",
+        "extra__azure_ml__tenant_id": ""}}))
+    hook = AzureMLHook("aml_form")
+    assert hook.extras == {"subscription_id": "s", "resource_group": "r", "workspace_name": "w"}
