@@ -21,7 +21,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt 2>&1 \
 		| { grep -v "^WARNING: Location '" || true; }
 	@# This project as an Airflow provider (its entry point only): the azure_ml connection type and its form.
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 \
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 \
 		| { grep -v "^WARNING: Location '" || true; }
 	touch $@
 
