@@ -232,13 +232,15 @@ class AzureMLBackend:
         except ResourceNotFoundError:
             return NodeSize(None)
         try:
-            sizes = {size.name.lower(): size for size in self.client.compute.list_sizes() if size.name}
+            sizes = {_size_field(size, "name", "name").lower(): size for size in self.client.compute.list_sizes()
+                     if _size_field(size, "name", "name")}
         except HttpResponseError:
             sizes = {}
         size = sizes.get((name or "").lower())
         if size is None:
             return NodeSize(name)
-        return NodeSize(name, cores=size.v_cp_us, gpus=size.gpus, memory_gb=size.memory_gb)
+        return NodeSize(name, cores=_size_field(size, "v_cp_us", "vCPUs"), gpus=_size_field(size, "gpus", "gpus"),
+                        memory_gb=_size_field(size, "memory_gb", "memoryGB"))
 
     def get_job(self, name: str) -> JobInfo:
         from azure.core.exceptions import ResourceNotFoundError
@@ -304,10 +306,22 @@ def _same_path(registered: str, wanted: str) -> bool:
     return registered.rstrip("/") == wanted.rstrip("/")
 
 
+def _plain(value):
+    """The SDK hands states back as enums (`JobStatus.FAILED`): logs and messages want the service's word."""
+    return getattr(value, "value", value)
+
+
+def _size_field(size, attribute: str, rest_name: str):
+    # azure-ai-ml 1.35's VmSize copies the REST model's dict, keyed by REST names ("vCPUs", "memoryGB"), so
+    # its documented attributes stay None when the size list comes from the service.
+    value = getattr(size, attribute, None)
+    return value if value is not None else vars(size).get(rest_name)
+
+
 def _check_provisioned(compute) -> None:
     """A cluster whose provisioning failed (quota, a VM size not offered in the region, a subnet) takes no job:
     say so now, in one line with the service's reason, rather than let a job sit Queued for a day."""
-    state = getattr(compute, "provisioning_state", None)
+    state = _plain(getattr(compute, "provisioning_state", None))
     if state and state.lower() in ("failed", "canceled", "deleting"):
         errors = " ".join(str(getattr(compute, "provisioning_errors", None) or "no reason given").split())[:400]
         raise BackendError(f"compute {compute.name!r} is in provisioning state {state}: {errors}; fix or delete "
@@ -318,9 +332,9 @@ def _compute_summary(compute) -> dict[str, Any]:
     return {"name": compute.name, "type": compute.type, "size": getattr(compute, "size", None),
             "min_instances": getattr(compute, "min_instances", None),
             "max_instances": getattr(compute, "max_instances", None), "tier": getattr(compute, "tier", None),
-            "provisioning_state": getattr(compute, "provisioning_state", None)}
+            "provisioning_state": _plain(getattr(compute, "provisioning_state", None))}
 
 
 def _job_info(job, error: str | None = None) -> JobInfo:
-    return JobInfo(name=job.name, status=job.status or JobStatus.NOT_STARTED, error=error, url=job.studio_url,
+    return JobInfo(name=job.name, status=_plain(job.status) or JobStatus.NOT_STARTED, error=error, url=job.studio_url,
                    tags=dict(getattr(job, "tags", None) or {}))
