@@ -212,7 +212,7 @@ class AzureMLBackend:
         return asset
 
     def submit_job(self, spec: ScoringJobSpec) -> JobInfo:
-        from azure.core.exceptions import ResourceExistsError
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
         spec = dataclasses.replace(spec, settings=for_compute(spec.settings, self._node_size(spec.compute)))
         with tempfile.TemporaryDirectory(prefix="batch-scoring-code-") as scratch:
@@ -220,7 +220,13 @@ class AzureMLBackend:
             job = build_pipeline_job(spec, code_dir=code_dir, environment=scoring_environment(self._environment))
             try:
                 created = self.client.jobs.create_or_update(job, experiment_name=spec.experiment)
-            except ResourceExistsError:
+            except HttpResponseError as refused:
+                # A name taken by another submitter comes back as a 409 ResourceExistsError, and has been seen as
+                # a plain 400: whatever the refusal, a job of that name that now exists means "reattach".
+                try:
+                    self.client.jobs.get(spec.name)
+                except ResourceNotFoundError:
+                    raise refused from None
                 raise JobAlreadyExists(f"job {spec.name!r} already exists in the workspace") from None
         return _job_info(created)
 

@@ -218,3 +218,40 @@ def test_the_sdk_itself_refuses_what_the_settings_refuse(tmp_path):
                          environment=scoring_environment()))
     with pytest.raises(Exception, match="ERROR"):
         step.component._to_dict()
+
+
+@pytest.mark.parametrize("refusal", ["exists", "plain_400"])
+def test_any_refused_submit_of_a_name_that_now_exists_is_a_conflict_to_reattach_to(refusal, monkeypatch):
+    from azure.core.exceptions import HttpResponseError, ResourceExistsError
+
+    from batch_scoring.backends.base import JobAlreadyExists
+    from fake_ml_client import FakeJob
+
+    client = FakeMLClient()
+
+    def refuse(job, experiment_name=None):
+        client.jobs.jobs[job.name] = FakeJob(job.name, "Running", f"https://ml.azure.com/runs/{job.name}")
+        if refusal == "exists":
+            raise ResourceExistsError("job exists")
+        answer = HttpResponseError(message="UserError: A job with this name already exists")
+        answer.status_code = 400
+        raise answer
+
+    monkeypatch.setattr(client.jobs, "create_or_update", refuse)
+    with pytest.raises(JobAlreadyExists):
+        AzureMLBackend(client).submit_job(SPEC)
+
+
+def test_a_refused_submit_with_no_job_behind_it_is_the_services_error(monkeypatch):
+    from azure.core.exceptions import HttpResponseError
+
+    client = FakeMLClient()
+
+    def refuse(job, experiment_name=None):
+        answer = HttpResponseError(message="UserError: compute gpu-cluster not found")
+        answer.status_code = 400
+        raise answer
+
+    monkeypatch.setattr(client.jobs, "create_or_update", refuse)
+    with pytest.raises(HttpResponseError, match="compute gpu-cluster not found"):
+        AzureMLBackend(client).submit_job(SPEC)
