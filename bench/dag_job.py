@@ -111,7 +111,10 @@ def dag_job_img_s(files: list[Path], model_dir: Path, state: Path) -> tuple[floa
         if info.status != "Completed":
             raise RuntimeError(f"the bench's DAG job ended {info.status}: {info.error}")
         counts = info.details["counts"]
+        job_log = backend.job_log(name).read_bytes()
         return counts["inputs"] / elapsed, {**counts, "seconds": round(elapsed, 2),
+                                            "job_log_lines": job_log.count(b"\n"),
+                                            "job_log_bytes_per_image": round(len(job_log) / counts["inputs"], 1),
                                             "profile": info.details["progress"].get("profile"),
                                             "settings": settings}
     finally:

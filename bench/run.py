@@ -229,6 +229,8 @@ def main() -> int:
     parser.add_argument("--rss-images", type=int, default=1000, help="the smaller set of the memory comparison")
     parser.add_argument("--state", type=Path, default=STATE, help="where generated images and models are kept")
     parser.add_argument("--naive-images", type=int, default=200, help="images timed for the naive loop")
+    parser.add_argument("--validation-rows", type=int, default=1_000_000,
+                        help="rows of the month whose publish checks (validation, summary) are timed")
     parser.add_argument("--model", default="resnet18", help="torchvision architecture (resnet50 on a GPU)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--weights-from", type=Path, default=None,
@@ -278,6 +280,10 @@ def main() -> int:
     else:
         dag_job, dag_counts = None, {"skipped": why_not}
         print(f"DAG job not measured on this host: {why_not}", flush=True)
+    from bench.validation import measure as measure_validation
+
+    validation = measure_validation(state, args.validation_rows)
+    print(f"validate and summarize {validation['rows']} rows: {validation}", flush=True)
     rss_set = linked_copies(files, state / f"images-x{args.rss_images}", args.rss_images)
     pipeline_1k, rss_1k, counts_1k = run_pipeline(rss_set, model_dir, settings)
     print(f"pipeline {args.rss_images}: {pipeline_1k:.1f} img/s, peak RSS {rss_1k:.0f} MB {counts_1k}", flush=True)
@@ -303,6 +309,7 @@ def main() -> int:
         f"peak_rss_mb_{_size(args.rss_images)}": round(rss_1k),
         f"peak_rss_mb_{_size(args.large)}": round(rss_large),
         "rss_growth": round(rss_large / rss_1k, 3),
+        "publish_checks": validation,
         "device": device_name,
         "model": args.model,
         "profile": {"auto": profile.describe(), "device": profile.device, "precision": profile.precision,

@@ -13,7 +13,7 @@ def test_bench_reports_every_figure(tmp_path, model_dir):
     out = tmp_path / "results.json"
     result = subprocess.run(
         [sys.executable, "-m", "bench.run", "--images", "12", "--large", "24", "--rss-images", "12",
-         "--naive-images", "4", "--state", str(tmp_path / "state"), "--out", str(out),
+         "--naive-images", "4", "--validation-rows", "500", "--state", str(tmp_path / "state"), "--out", str(out),
          "--weights-from", str(model_dir)],
         cwd=PROJECT_ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
     )
@@ -24,6 +24,9 @@ def test_bench_reports_every_figure(tmp_path, model_dir):
                 "peak_rss_mb_12", "peak_rss_mb_24", "dag_job_img_s", "cli_defaults_img_s"):
         assert last_line[key] > 0, key
     assert last_line["dag_job"]["inputs"] == last_line["dag_job"]["scored"] == 12
+    assert 0 < last_line["dag_job"]["job_log_lines"] < 40 and last_line["dag_job"]["job_log_bytes_per_image"] > 0
+    checks = last_line["publish_checks"]
+    assert checks["rows"] == 500 and checks["seconds"] > 0 and checks["peak_allocated_mb"] > 0
     assert last_line["dag_job"]["settings"]["precision"] == "auto"  # the DAG's untouched form
     assert last_line["dag_job"]["profile"].startswith("scoring profile cpu, ")
     assert set(last_line["top1_agreement_vs_fp32"]) == {"bf16", "fp16"}
