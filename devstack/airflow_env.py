@@ -22,6 +22,11 @@ if str(PROJECT_ROOT / "plugins") not in sys.path:
 DEFAULT_API_URL = "http://127.0.0.1:8080"
 
 
+# SQLite takes one writer at a time; its default 5 s wait turned busy moments (scheduler, API server and a
+# triggered run writing together on a loaded machine) into "database is locked" and a dead scheduler loop.
+SQLITE_CONNECT_ARGS = {"timeout": 60}
+
+
 def airflow_env(azurite: Azurite, *, state_dir: Path, airflow_home: Path, base: dict[str, str] | None = None,
                 api_url: str = DEFAULT_API_URL) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
@@ -35,6 +40,8 @@ def airflow_env(azurite: Azurite, *, state_dir: Path, airflow_home: Path, base: 
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "devstack.airflow_env.SQLITE_CONNECT_ARGS",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "devstack.airflow_env.SQLITE_CONNECT_ARGS",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         **connections(azurite.connection_string, state_dir / "localml", api_url=api_url),
     })

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -92,6 +93,24 @@ class Api:
     def runs(self) -> list[dict]:
         return self._call(f"/api/v2/dags/{DAG_ID}/dagRuns?order_by=-run_after")["dag_runs"]
 
+    def wait_for(self, condition, timeout_s: float, what: str):
+        deadline = time.monotonic() + timeout_s
+        while not (found := condition()):
+            assert time.monotonic() < deadline, what
+            time.sleep(1)
+        return found
+
+    def unpause(self) -> None:
+        # SQLite allows one writer: a write racing the scheduler's can answer 500 ("database is locked").
+        for attempt in range(6):
+            try:
+                self._call(f"/api/v2/dags/{DAG_ID}", "PATCH", {"is_paused": False})
+                return
+            except urllib.error.HTTPError as error:
+                if error.code < 500 or attempt == 5:
+                    raise
+                time.sleep(2)
+
     def wait_dag_visible(self, timeout_s: float = 180) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -132,14 +151,15 @@ def test_a_person_triggers_a_month_and_follows_it_in_the_ui(stack):
             form.screenshot(path=SHOTS / "01-trigger-form.png")
             before = {run["dag_run_id"] for run in api.runs()}
             form.get_by_role("button", name="Trigger").click()
+            api.wait_for(lambda: [r for r in api.runs() if r["dag_run_id"] not in before], 60,
+                         "the form's trigger created no run")
             # New DAGs start paused: the run waits in the queue until the DAG is switched on.
-            api._call(f"/api/v2/dags/{DAG_ID}", "PATCH", {"is_paused": False})
+            api.unpause()
 
             deadline = time.monotonic() + 420
             run = None
             while time.monotonic() < deadline:
                 ours = [r for r in api.runs() if r["dag_run_id"] not in before and r["run_type"] == "manual"]
-                assert ours or time.monotonic() < deadline - 360, "the form's trigger created no run"
                 run = ours[0] if ours else None
                 if run and run["state"] in ("success", "failed"):
                     break
