@@ -47,7 +47,8 @@ class FakeWorkspace:
                       {"name": "Standard_D16s_v3", "family": "standardDSv3Family", "vCPUs": 16, "gpus": 0,
                        "memoryGB": 64.0, "lowPriorityCapable": True}]
         self.requests: list[tuple[str, str, dict | None]] = []  # (method, path, JSON body)
-        self.overrides: dict[tuple[str, str], tuple[int, dict]] = {}  # (method, path) -> a canned answer
+        # (method, path) -> a canned answer: (status, body) or (status, body, headers)
+        self.overrides: dict[tuple[str, str], tuple] = {}
 
     def add_job(self, name: str, status: str, **properties) -> None:
         self.jobs[name] = {
@@ -74,8 +75,8 @@ class FakeWorkspace:
     def answer(self, method: str, path: str, body: dict | None) -> tuple[int, dict | None, dict]:
         self.requests.append((method, path, body))
         if (method, path) in self.overrides:
-            status, payload = self.overrides[(method, path)]
-            return status, payload, {}
+            status, payload, *headers = self.overrides[(method, path)]
+            return status, payload, headers[0] if headers else {}
         if path == WS:
             return 200, {"id": WS, "name": WORKSPACE, "location": LOCATION, "properties": {}}, {}
         if path.endswith(f"/locations/{LOCATION}/vmSizes"):

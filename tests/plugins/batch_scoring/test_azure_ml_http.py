@@ -45,11 +45,14 @@ def test_attempts_are_probed_until_the_first_404(workspace, backend):
     assert probed == ["m", "m-r1", "m-r2"]
 
 
-def test_cancel_without_waiting_sends_the_request_and_polls_nothing(workspace, backend):
+def test_cancel_without_waiting_returns_while_the_cancel_is_still_in_progress(workspace, backend):
     workspace.add_job("m", "Running")
+    # The service takes its time: the operation stays in progress (the SDK's poller thread keeps asking).
+    workspace.overrides[("GET", f"{WS}/operationResults/cancel-m")] = (202, {"status": "InProgress"},
+                                                                       {"Retry-After": "30"})
     assert backend.cancel_job("m", wait=False).status == JobStatus.CANCEL_REQUESTED
-    assert workspace.requests[-1][:2] == ("POST", f"{WS}/jobs/m/cancel")
-    assert not any("operationResults" in path for _, path, _ in workspace.requests)
+    assert ("POST", f"{WS}/jobs/m/cancel", None) in workspace.requests
+    assert workspace.jobs["m"]["properties"]["status"] == "CancelRequested"  # returned before the cancel ended
 
 
 def test_cancel_that_waits_follows_the_long_running_operation_to_the_end(workspace, backend):
