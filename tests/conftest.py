@@ -13,15 +13,12 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="airflow-home-test
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 
-from devstack import azurite as azurite_service
+from support import running_azurite
 
 
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory):
-    location = tmp_path_factory.mktemp("azurite")
-    service = azurite_service.start(location, port=azurite_service.free_port())
-    yield service
-    azurite_service.stop(location)
+    yield from running_azurite(tmp_path_factory, "azurite")
 
 
 @pytest.fixture

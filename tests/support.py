@@ -6,6 +6,16 @@ import io
 from pathlib import Path
 
 
+def running_azurite(tmp_path_factory, name: str):
+    """For fixtures: a real Azurite on a free port in its own folder, stopped (by its process group) at the end."""
+    from devstack import azurite as azurite_service
+
+    location = tmp_path_factory.mktemp(name)
+    service = azurite_service.start(location, port=azurite_service.free_port())
+    yield service
+    azurite_service.stop(location)
+
+
 def image_bytes(fmt: str = "JPEG", size=(64, 48), mode: str = "RGB", color=(200, 30, 30), **save) -> bytes:
     from PIL import Image
 

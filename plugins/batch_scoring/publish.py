@@ -167,14 +167,13 @@ def validate_outputs(folder: Path, input_items: Iterable[str], *, month: str, mo
 
     scored = _scan(folder / PREDICTIONS_FILE, PREDICTION_COLUMNS, check_predictions, chunk_rows)
     failed = _scan(folder / ERRORS_FILE, ERROR_COLUMNS, check_errors, chunk_rows)
-    counts = MonthOutputs(inputs=0, scored=scored.size, errors=failed.size)
+    scored_count, failed_count = int(scored.size), int(failed.size)
     outputs = np.concatenate([scored, failed])
     del scored, failed  # from here on one array per side: the peak stays a few tens of bytes per image
     outputs.sort()
     inputs = _hash_stream(input_items, chunk_rows)
     inputs.sort()
     inputs = inputs[np.concatenate([[True], inputs[1:] != inputs[:-1]])] if inputs.size else inputs
-    counts = dataclasses.replace(counts, inputs=int(inputs.size))
     predictions_images = _csv_images(folder / PREDICTIONS_FILE, chunk_rows)
     if outputs.size > 1 and (both := outputs[1:][outputs[1:] == outputs[:-1]]).size:
         names = _names_with(both, predictions_images, chunk_rows)
@@ -188,9 +187,9 @@ def validate_outputs(folder: Path, input_items: Iterable[str], *, month: str, mo
                                                              _csv_images(folder / ERRORS_FILE, chunk_rows)()),
                             chunk_rows)
         raise ValidationFailed(f"{len(unknown)} output rows name no input image: {_examples(names)}")
-    if counts.inputs and not counts.scored:
-        raise ValidationFailed(f"none of the {counts.inputs} input images was scored; see errors.csv and the job log")
-    return MonthOutputs(inputs=counts.inputs, scored=int(counts.scored), errors=int(counts.errors))
+    if inputs.size and not scored_count:
+        raise ValidationFailed(f"none of the {inputs.size} input images was scored; see errors.csv and the job log")
+    return MonthOutputs(inputs=int(inputs.size), scored=scored_count, errors=failed_count)
 
 
 def build_manifest(folder: Path, counts: MonthOutputs, *, published_at: dt.datetime | None = None,

@@ -28,7 +28,7 @@ from devstack.airflow_env import airflow_env
 from devstack.airflow_ui import admin_password, start_standalone
 from localml.process_group import stop_pidfile
 from scoring.job_settings import JobSettings
-from support import image_bytes
+from support import image_bytes, running_azurite
 
 CHROMIUM = Path("/usr/bin/chromium")
 MONTH = "202610"
@@ -44,10 +44,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def azurite(tmp_path_factory):
     """Its own blob store: the month uploaded here must not be another test's month."""
-    location = tmp_path_factory.mktemp("ui-azurite")
-    service = azurite_service.start(location, port=azurite_service.free_port())
-    yield service
-    azurite_service.stop(location)
+    yield from running_azurite(tmp_path_factory, "ui-azurite")
 
 
 @pytest.fixture(scope="module")

@@ -168,15 +168,19 @@ def still_running(info) -> str:
     return f"job {info.name} is {info.status}" + (f" ({text})" if text else "")
 
 
+def job_duration(info) -> float | None:
+    """Seconds from the job's start to its end, where its status data records both."""
+    started, finished = info.details.get("started_at"), info.details.get("finished_at")
+    return finished - started if started and finished and finished > started else None
+
+
 def job_summary(info) -> str:
     """What a finished job did, from its status data: counts, duration, throughput, the profile it ran with."""
     counts, progress = info.details.get("counts") or {}, info.details.get("progress") or {}
     parts = []
     if counts:
         parts.append(f"{counts['inputs']} images, {counts['scored']} scored, {counts['errors']} errors")
-    started, finished = info.details.get("started_at"), info.details.get("finished_at")
-    if started and finished and finished > started:
-        seconds = finished - started
+    if seconds := job_duration(info):
         rate = f" ({counts['inputs'] / seconds:.1f} img/s)" if counts else ""
         parts.append(f"in {seconds:.1f}s{rate}")
     if progress.get("profile"):
@@ -191,7 +195,7 @@ def job_event(info) -> dict[str, Any]:
     summary = job_summary(info)
     if summary:
         message += f" ({summary})" if not succeeded else f": {summary}"
-    started, finished = info.details.get("started_at"), info.details.get("finished_at")
+    seconds = job_duration(info)
     return {"status": "success" if succeeded else "error", "job_name": info.name, "job_status": info.status,
             "url": info.url, "message": message, "counts": info.details.get("counts"),
-            "duration_s": round(finished - started, 3) if started and finished and finished > started else None}
+            "duration_s": round(seconds, 3) if seconds else None}
