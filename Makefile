@@ -10,7 +10,7 @@ MONTH ?= 202610
 COMPOSE_VERSION := 2.40.3
 COMPOSE := tools/compose/docker-compose
 
-.PHONY: setup demo test airflow bench faults clean
+.PHONY: setup demo test airflow bench faults check-env clean
 
 setup: $(VENV)/.installed $(AZURITE)/node_modules/.installed
 
@@ -58,3 +58,8 @@ bench: setup
 # Bad input, odd names, killed processes, a dead blob store, changed months: one table row each.
 faults: setup
 	$(PY) -m faults.run
+
+# The Azure ML job environment: torch's CUDA build matches the image, the job's imports are provided, and pip
+# resolves it from wheels for the image's Python (a dry run against the package index; nothing is installed).
+check-env: setup
+	$(PY) -m devstack.job_environment

@@ -34,8 +34,8 @@ from scoring.merge import PREDICTIONS_FILE
 
 # Found by import, wherever it is installed (the clone, or the compose image where plugins live elsewhere).
 SCORING_PACKAGE = Path(importlib.util.find_spec("scoring").origin).parent
-CONDA_FILE = SCORING_PACKAGE / "environment" / "conda.yaml"
-BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04"
+# The job environment's one home: image and conda file (README, "The job environment").
+ENVIRONMENT_FILE = SCORING_PACKAGE / "environment" / "environment.yml"
 RESULTS_OUTPUT = "results"
 
 
@@ -47,12 +47,18 @@ def stage_code(destination: Path) -> Path:
 
 
 def scoring_environment(reference: str | None = None):
-    """A registered environment (`azureml:name:version`) when given, else one built from `scoring/environment`."""
+    """A registered environment (`azureml:name:version`) when given, else `scoring/environment` built unnamed.
+
+    Unnamed, the workspace keys the build by its content: a changed pin builds a new image, an unchanged one
+    reuses the last build.
+    """
     if reference:
         return reference
+    from azure.ai.ml import load_environment
     from azure.ai.ml.entities import Environment
 
-    return Environment(image=BASE_IMAGE, conda_file=str(CONDA_FILE))
+    declared = load_environment(ENVIRONMENT_FILE)
+    return Environment(image=declared.image, conda_file=declared.conda_file)
 
 
 # Azure's GPU VM families (NC, ND, NG, NV): what tells a GPU size when the size list is not at hand.

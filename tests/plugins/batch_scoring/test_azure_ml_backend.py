@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import scoring
+
 from batch_scoring.backends.azure_ml import AzureMLBackend, build_pipeline_job, scoring_environment, stage_code
 from batch_scoring.backends.base import BackendError, ComputeSpec, DataAsset, ScoringJobSpec
 from fake_ml_client import FakeMLClient
@@ -255,3 +257,14 @@ def test_a_refused_submit_with_no_job_behind_it_is_the_services_error(monkeypatc
     monkeypatch.setattr(client.jobs, "create_or_update", refuse)
     with pytest.raises(HttpResponseError, match="compute gpu-cluster not found"):
         AzureMLBackend(client).submit_job(SPEC)
+
+
+def test_the_built_job_runs_both_steps_in_the_environment_file_declares(tmp_path):
+    built = build_pipeline_job(SPEC, code_dir=stage_code(tmp_path), environment=scoring_environment())
+    declared = yaml.safe_load((Path(scoring.__file__).parent / "environment" / "environment.yml").read_text())
+    for step in ("score_images", "merged"):
+        environment = built.jobs[step].component.task.environment if step == "score_images" \
+            else built.jobs[step].component.environment
+        assert environment.image == declared["image"]
+        pip = environment.conda_file["dependencies"][-1]["pip"]
+        assert "torch==2.14.1+cu126" in pip and "--extra-index-url https://download.pytorch.org/whl/cu126" in pip
