@@ -7,10 +7,12 @@ answers from `FakeWorkspace` instead of the network. Bodies follow the REST API'
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
-from urllib.parse import urlparse
+from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qs, urlparse
 
 import requests
 import urllib3
@@ -23,12 +25,30 @@ WS = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/
 LOCATION = "westeurope"
 
 
+TENANT = "tenant-0001"
+EXPIRES = 4102444800
+
+
+def _token_for(scopes) -> str:
+    """An unsigned JWT with the audience the scope names: the SDK reads `aud` (pipeline submits) and `tid`."""
+    def part(claims: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+
+    audience = scopes[0].removesuffix("/.default") if scopes else ""
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part({'aud': audience, 'tid': TENANT, 'exp': EXPIRES})}.sig"
+
+
 class FakeCredential:
+    def __init__(self):
+        self.scopes: list[str] = []  # every scope a token was asked for
+
     def get_token(self, *scopes, **kwargs):
-        return AccessToken("fake-token", 4102444800)
+        self.scopes.extend(scopes)
+        return AccessToken(_token_for(scopes), EXPIRES)
 
     def get_token_info(self, *scopes, options=None):
-        return AccessTokenInfo("fake-token", 4102444800)
+        self.scopes.extend(scopes)
+        return AccessTokenInfo(_token_for(scopes), EXPIRES)
 
 
 def error(status: int, code: str, message: str) -> tuple[int, dict]:
@@ -38,8 +58,11 @@ def error(status: int, code: str, message: str) -> tuple[int, dict]:
 class FakeWorkspace:
     """Jobs, computes, data assets and VM sizes of one workspace, as the REST API returns them."""
 
-    def __init__(self):
+    def __init__(self, blob_store=None):
+        # Where code uploads go: a real blob store (Azurite), reached with a SAS as the service hands out.
+        self.blob_store = blob_store
         self.jobs: dict[str, dict] = {}
+        self.assets: dict[tuple[str, str, str], dict] = {}  # (kind, name, version) of codes, environments, components
         self.computes: dict[str, dict] = {}
         self.data: dict[tuple[str, str], dict] = {}
         self.sizes = [{"name": "Standard_NC4as_T4_v3", "family": "standardNCASv3_T4Family", "vCPUs": 4, "gpus": 1,
@@ -72,7 +95,34 @@ class FakeWorkspace:
                                                             "nodeIdleTimeBeforeScaleDown": "PT120S"}}},
         }
 
-    def answer(self, method: str, path: str, body: dict | None) -> tuple[int, dict | None, dict]:
+    def _pending_upload(self, name: str, version: str) -> dict:
+        """A temporary container for a code snapshot, with a write SAS: what `startPendingUpload` returns."""
+        from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+
+        service = BlobServiceClient.from_connection_string(self.blob_store.connection_string)
+        container = f"code-{name}-{version}".lower()[:63]
+        if not service.get_container_client(container).exists():
+            service.create_container(container)
+        sas = generate_container_sas(service.account_name, container, account_key=service.credential.account_key,
+                                     permission=ContainerSasPermissions(read=True, write=True, list=True, add=True,
+                                                                        create=True),
+                                     expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+        url = f"{service.url.rstrip('/')}/{container}"
+        return {"blobReferenceForConsumption": {"blobUri": url, "storageAccountArmId": None,
+                                                "credential": {"credentialType": "SAS", "sasUri": f"{url}?{sas}"}},
+                "pendingUploadId": f"{name}-{version}", "pendingUploadType": "TemporaryBlobReference"}
+
+    def _versioned_asset(self, method: str, kind: str, name: str, version: str, body: dict | None):
+        key = (kind, name, version)
+        if method == "PUT":
+            self.assets[key] = {"id": f"{WS}/{kind}/{name}/versions/{version}", "name": version,
+                                "type": f"Microsoft.MachineLearningServices/workspaces/{kind}/versions",
+                                "properties": body["properties"]}
+            return 201, self.assets[key], {}
+        found = self.assets.get(key)
+        return (200, found, {}) if found else (*error(404, "UserError", f"{kind} {name}:{version} not found"), {})
+
+    def answer(self, method: str, path: str, body: dict | None, query: dict | None = None):
         self.requests.append((method, path, body))
         if (method, path) in self.overrides:
             status, payload, *headers = self.overrides[(method, path)]
@@ -90,6 +140,21 @@ class FakeWorkspace:
         if match := re.fullmatch(re.escape(WS) + r"/operationResults/cancel-([^/]+)", path):
             self.jobs[match[1]]["properties"]["status"] = "Canceled"
             return 200, None, {}
+        if match := re.fullmatch(re.escape(WS) + r"/codes/([^/]+)/versions", path):
+            wanted = (query or {}).get("hash", [None])[0]
+            return 200, {"value": [asset for (kind, name, _), asset in self.assets.items() if kind == "codes"
+                                   and name == match[1]
+                                   and asset["properties"].get("properties", {}).get("hash_sha256") == wanted]}, {}
+        if match := re.fullmatch(re.escape(WS) + r"/codes/([^/]+)/versions/([^/]+)/startPendingUpload", path):
+            return 200, self._pending_upload(match[1], match[2]), {}
+        if match := re.fullmatch(re.escape(WS) + r"/(codes|environments|components)/([^/]+)/versions/([^/]+)", path):
+            return self._versioned_asset(method, *match.groups(), body)
+        if (match := re.fullmatch(re.escape(WS) + r"/jobs/([^/]+)", path)) and method == "PUT":
+            if match[1] in self.jobs:
+                return (*error(409, "UserError", f"job {match[1]} already exists"), {})
+            self.add_job(match[1], "NotStarted", **{key: value for key, value in body["properties"].items()
+                                                    if key not in ("status", "services")})
+            return 201, self.jobs[match[1]], {}
         if match := re.fullmatch(re.escape(WS) + r"/jobs/([^/]+)", path):
             job = self.jobs.get(match[1])
             return (200, job, {}) if job else (*error(404, "UserError", f"job {match[1]} not found"), {})
@@ -113,7 +178,8 @@ class _Adapter(requests.adapters.HTTPAdapter):
 
     def send(self, request, **kwargs):
         body = json.loads(request.body) if request.body else None
-        status, payload, headers = self.workspace.answer(request.method, urlparse(request.url).path, body)
+        url = urlparse(request.url)
+        status, payload, headers = self.workspace.answer(request.method, url.path, body, parse_qs(url.query))
         content = json.dumps(payload).encode() if payload is not None else b""
         raw = urllib3.HTTPResponse(body=io.BytesIO(content), status=status, preload_content=False, reason="fake",
                                    headers={"Content-Type": "application/json", "Content-Length": str(len(content)),
@@ -121,11 +187,16 @@ class _Adapter(requests.adapters.HTTPAdapter):
         return self.build_response(request, raw)
 
 
-def ml_client(workspace: FakeWorkspace):
+def transport(workspace: FakeWorkspace) -> RequestsTransport:
+    """azure-core's own transport, its HTTPS answered by `workspace` (plain HTTP, e.g. Azurite, goes out as usual)."""
+    session = requests.Session()
+    session.mount("https://", _Adapter(workspace))
+    return RequestsTransport(session=session, session_owner=False)
+
+
+def ml_client(workspace: FakeWorkspace, credential: FakeCredential | None = None):
     """A real `MLClient` whose HTTP is answered by `workspace`."""
     from azure.ai.ml import MLClient
 
-    session = requests.Session()
-    session.mount("https://", _Adapter(workspace))
-    return MLClient(FakeCredential(), SUBSCRIPTION, RESOURCE_GROUP, WORKSPACE,
-                    transport=RequestsTransport(session=session, session_owner=False))
+    return MLClient(credential or FakeCredential(), SUBSCRIPTION, RESOURCE_GROUP, WORKSPACE,
+                    transport=transport(workspace))

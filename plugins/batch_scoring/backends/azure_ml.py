@@ -9,8 +9,11 @@ for every input. azure.ai.ml is imported only inside this module's methods.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
+import io
+import logging
 import re
 import shlex
 import shutil
@@ -31,6 +34,23 @@ from batch_scoring.backends.base import (
 )
 from scoring.job_settings import AUTO, PARALLEL, JobSettings, settings_fields
 from scoring.merge import PREDICTIONS_FILE
+
+log = logging.getLogger(__name__)
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class _ConsoleToLog(io.TextIOBase):
+    """Where the SDK's console prints go while it uploads: their words to the log, without terminal colour codes
+    and blank lines (azure-ai-ml prints a colour reset to stderr after every upload, progress bars or not)."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        for line in _TERMINAL_CODES.sub("", text).splitlines():
+            if line.strip():
+                log.info("%s", line.strip())
+        return len(text)
 
 # Found by import, wherever it is installed (the clone, or the compose image where plugins live elsewhere).
 SCORING_PACKAGE = Path(importlib.util.find_spec("scoring").origin).parent
@@ -225,7 +245,8 @@ class AzureMLBackend:
             code_dir = Path(self._code_dir) if self._code_dir else stage_code(Path(scratch))
             job = build_pipeline_job(spec, code_dir=code_dir, environment=scoring_environment(self._environment))
             try:
-                created = self.client.jobs.create_or_update(job, experiment_name=spec.experiment)
+                with contextlib.redirect_stderr(_ConsoleToLog()):
+                    created = self.client.jobs.create_or_update(job, experiment_name=spec.experiment)
             except HttpResponseError as refused:
                 # A name taken by another submitter comes back as a 409 ResourceExistsError, and has been seen as
                 # a plain 400: whatever the refusal, a job of that name that now exists means "reattach".

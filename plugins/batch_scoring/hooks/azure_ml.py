@@ -120,6 +120,8 @@ class AzureMLHook(BaseHook):
             subscription_id=self.extras["subscription_id"],
             resource_group_name=self.extras["resource_group"],
             workspace_name=self.extras["workspace_name"],
+            # No upload progress bars: they would land in the task log as terminal escape codes.
+            show_progress=False,
         )
 
     def _credential(self):

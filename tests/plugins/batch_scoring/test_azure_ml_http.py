@@ -2,14 +2,24 @@
 serialization, long-running operations and error mapping are the SDK's own (tests/azure_ml_http_fake.py)."""
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 from azure.core.exceptions import HttpResponseError
 
-from azure_ml_http_fake import WS, FakeWorkspace, error, ml_client
+import scoring
+from azure_ml_http_fake import RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE, WS, FakeWorkspace, error, ml_client
 from batch_scoring.backends.azure_ml import AzureMLBackend, NodeSize, for_compute
-from batch_scoring.backends.base import BackendError, ComputeSpec, DataAsset, JobStatus
+from batch_scoring.backends.base import BackendError, ComputeSpec, DataAsset, JobStatus, ScoringJobSpec
 from scoring.job_settings import JobSettings
+
+SUBMIT_SPEC = ScoringJobSpec(
+    name="monthly-batch-scoring-202610", experiment="monthly-batch-scoring", month="202610",
+    data_asset_name="monthly-images", data_asset_version="202610", model_name="shapes-classifier", model_version="1",
+    compute="gpu-cluster", tags={"month": "202610"},
+    settings=JobSettings(mini_batch_size=10, mini_batch_error_threshold=3, error_threshold=25, max_retries=4,
+                         logging_level="DEBUG"))
 
 
 @pytest.fixture
@@ -109,3 +119,93 @@ def test_a_refusal_with_an_error_body_reaches_the_caller_with_the_services_messa
     assert caught.value.status_code == 400
     assert "Datastore images was not found in workspace" in str(caught.value)
 
+
+
+# Submission: through the hook as the submit operator calls it, code uploaded to a real blob store (Azurite).
+
+@pytest.fixture
+def submitting(workspace, azurite, monkeypatch):
+    """The hook of an `azure_ml` connection whose `MLClient` talks to the fake workspace; code goes to Azurite."""
+    import azure.ai.ml
+
+    from azure_ml_http_fake import FakeCredential, transport
+    from batch_scoring.hooks.azure_ml import AzureMLHook
+
+    workspace.blob_store = azurite
+    workspace.add_compute("gpu-cluster")
+    credential = FakeCredential()
+    wired = transport(workspace)
+
+    class WiredMLClient(azure.ai.ml.MLClient):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, transport=wired, **kwargs)
+
+    monkeypatch.setattr(azure.ai.ml, "MLClient", WiredMLClient)
+    monkeypatch.setattr(AzureMLHook, "_credential", lambda self: credential)
+    monkeypatch.setenv("AIRFLOW_CONN_AML_HTTP", json.dumps({"conn_type": "azure_ml", "extra": {
+        "subscription_id": SUBSCRIPTION, "resource_group": RESOURCE_GROUP, "workspace_name": WORKSPACE}}))
+    return AzureMLHook(azure_ml_conn_id="aml_http"), credential
+
+
+def _put(workspace, fragment):
+    return [(path, body) for method, path, body in workspace.requests if method == "PUT" and fragment in path]
+
+
+def test_a_submission_uploads_the_code_builds_the_environment_and_creates_the_pipeline(
+        workspace, submitting, azurite, capfd, caplog):
+    from azure.storage.blob import BlobServiceClient
+
+    hook, credential = submitting
+    info = hook.submit_job(SUBMIT_SPEC)
+
+    assert (info.name, info.status) == ("monthly-batch-scoring-202610", "NotStarted")
+    assert info.url.endswith("&tid=tenant-0001")  # the SDK appends the tenant, so Studio opens in the right one
+    # A pipeline job is submitted with a token for Azure ML's own audience, not only the management API's.
+    assert "https://ml.azure.com/.default" in credential.scopes
+
+    [(_, job)] = _put(workspace, "/jobs/")
+    properties = job["properties"]
+    assert properties["jobType"] == "Pipeline" and properties["settings"]["force_rerun"] is True
+    assert properties["inputs"]["images"]["uri"].endswith("/data/monthly-images/versions/202610")
+    assert properties["outputs"]["results"]["mode"] == "Upload"
+    score = properties["jobs"]["score_images"]
+    assert (score["type"], score["mini_batch_size"], score["logging_level"]) == ("parallel", 10, "DEBUG")
+    assert score["retry_settings"]["max_retries"] == 4
+
+    components = {body["properties"]["componentSpec"]["type"]: body["properties"]["componentSpec"]
+                  for _, body in _put(workspace, "/components/")}
+    task = components["parallel"]["task"]
+    assert task["entry_script"] == "scoring/entry.py"
+    assert "--device cuda" in task["program_arguments"]  # the T4 cluster's size resolved `auto`
+    assert (components["parallel"]["error_threshold"], components["parallel"]["mini_batch_error_threshold"]) == (25, 3)
+
+    [(_, environment)] = {path: body for path, body in _put(workspace, "/environments/")}.items()
+    declared = yaml.safe_load((Path(scoring.__file__).parent / "environment" / "environment.yml").read_text())
+    assert environment["properties"]["image"] == declared["image"]
+    assert "torch==2.14.1+cu126" in environment["properties"]["condaFile"]
+
+    # The code each step runs is in the blob store the service named: the scoring package, not the environment.
+    code_uris = [body["properties"]["codeUri"] for _, body in _put(workspace, "/codes/")]
+    assert code_uris and all(uri.startswith(azurite.blob_endpoint) for uri in code_uris)
+    store = BlobServiceClient.from_connection_string(azurite.connection_string)
+    for uri in code_uris:
+        container, prefix = uri[len(azurite.blob_endpoint):].strip("/").split("/", 1)
+        uploaded = {blob.name[len(prefix) + 1:] for blob in store.get_container_client(container).list_blobs(prefix)}
+        assert {"scoring/entry.py", "scoring/merge.py", "scoring/job_settings.py"} <= uploaded
+        assert not any(name.startswith("scoring/environment/") or "__pycache__" in name for name in uploaded)
+
+    # The task log gets neither progress bars nor the terminal codes the SDK prints after each upload.
+    out, err = capfd.readouterr()
+    assert "Uploading" not in out + err and "\x1b[" not in out + err
+    assert not any("Uploading" in record.getMessage() or "\x1b[" in record.getMessage() for record in caplog.records)
+
+
+def test_a_name_taken_meanwhile_is_a_409_the_submit_turns_into_reattach(workspace, submitting):
+    from batch_scoring.backends.base import JobAlreadyExists
+
+    hook, _ = submitting
+    workspace.add_job("monthly-batch-scoring-202610", "Running")
+    with pytest.raises(JobAlreadyExists):
+        hook.submit_job(SUBMIT_SPEC)
+    assert [method for method, path, _ in workspace.requests if path.endswith("/jobs/monthly-batch-scoring-202610")] \
+        == ["PUT", "GET"]
