@@ -46,7 +46,8 @@ def start(location: Path, *, port: int = DEFAULT_PORT, host: str = "127.0.0.1", 
         raise RuntimeError(f"{host}:{port} is already in use by another program; pick another port for Azurite")
     start_group(
         [str(AZURITE_BIN), "--blobHost", host, "--blobPort", str(port), "--location", str(location),
-         "--skipApiVersionCheck", "--loose", "--silent"],
+         # No access log, and no telemetry: nothing here calls out of the machine.
+         "--skipApiVersionCheck", "--loose", "--silent", "--disableTelemetry"],
         pidfile=pidfile, logfile=location / "azurite.log",
     )
     deadline = time.monotonic() + timeout_s
