@@ -116,6 +116,31 @@ def dag_job_img_s(files: list[Path], model_dir: Path, state: Path) -> tuple[floa
                                             "job_log_lines": job_log.count(b"\n"),
                                             "job_log_bytes_per_image": round(len(job_log) / counts["inputs"], 1),
                                             "profile": info.details["progress"].get("profile"),
-                                            "settings": settings}
+                                            "settings": settings,
+                                            # After the job, so that it does not warm anything the job then reads.
+                                            "fetch_alone": fetch_cost(service, azurite_dir / "azurite.pid", state)}
     finally:
         azurite.stop(azurite_dir)
+
+
+def fetch_cost(service, pidfile: Path, state: Path) -> dict:
+    """What fetching the month costs by itself: wall time, this process's CPU (listing and GETs) and Azurite's."""
+    import psutil
+
+    from scoring.blob_inputs import container_client, fetch_prefix
+
+    emulator = psutil.Process(int(pidfile.read_text().strip()))
+
+    def emulator_cpu() -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in [emulator, *emulator.children(recursive=True)])
+
+    destination = state / "fetch-alone" / "in"
+    shutil.rmtree(destination.parent, ignore_errors=True)
+    before, emulator_before, started = os.times(), emulator_cpu(), time.perf_counter()
+    items = list(fetch_prefix(container_client(service.connection_string, CONTAINER), f"{MONTH}/", destination))
+    wall, after, emulator_after = time.perf_counter() - started, os.times(), emulator_cpu()
+    size = sum(path.stat().st_size for path in destination.rglob("*") if path.is_file())
+    shutil.rmtree(destination.parent, ignore_errors=True)
+    return {"blobs": len(items), "mb": round(size / 1e6), "seconds": round(wall, 2),
+            "client_cpu_s": round(after.user + after.system - before.user - before.system, 2),
+            "azurite_cpu_s": round(emulator_after - emulator_before, 2)}

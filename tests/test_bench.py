@@ -29,6 +29,8 @@ def test_bench_reports_every_figure(tmp_path, model_dir):
     assert checks["rows"] == 500 and checks["seconds"] > 0 and checks["peak_allocated_mb"] > 0
     assert last_line["dag_job"]["settings"]["precision"] == "auto"  # the DAG's untouched form
     assert last_line["dag_job"]["profile"].startswith("scoring profile cpu, ")
+    fetch = last_line["dag_job"]["fetch_alone"]
+    assert fetch["blobs"] == 12 and fetch["client_cpu_s"] > 0 and fetch["azurite_cpu_s"] > 0
     assert set(last_line["top1_agreement_vs_fp32"]) == {"bf16", "fp16"}
     assert last_line["profile"]["precision"] in ("bf16", "fp32")
     assert 0 < last_line["profile"]["top1_agreement_vs_fp32"] <= 1
