@@ -23,6 +23,11 @@ SUBSCRIPTION, RESOURCE_GROUP, WORKSPACE = "sub-0001", "rg-scoring", "ws-scoring"
 WS = (f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/"
       f"Microsoft.MachineLearningServices/workspaces/{WORKSPACE}")
 LOCATION = "westeurope"
+# The workspace's data plane (run history, data URIs), found through its discovery URL as the SDK does.
+DATA_PLANE = f"https://{LOCATION}.api.azureml.ms"
+HISTORY, DATA = f"/history/v1.0{WS}", f"/data/v1.0{WS}"
+# The default datastore: a container of the storage account that Azurite stands in for.
+DATASTORE, DATASTORE_CONTAINER, STORAGE_ACCOUNT = "workspaceblobstore", "azureml-blobstore-0001", "devstoreaccount1"
 
 
 TENANT = "tenant-0001"
@@ -69,6 +74,8 @@ class FakeWorkspace:
                        "memoryGB": 28.0, "lowPriorityCapable": True},
                       {"name": "Standard_D16s_v3", "family": "standardDSv3Family", "vCPUs": 16, "gpus": 0,
                        "memoryGB": 64.0, "lowPriorityCapable": True}]
+        self.run_errors: dict[str, dict] = {}  # job name -> the error its run details carry
+        self.run_outputs: dict[str, dict[str, str]] = {}  # job name -> output name -> datastore path of its files
         self.requests: list[tuple[str, str, dict | None]] = []  # (method, path, JSON body)
         # (method, path) -> a canned answer: (status, body) or (status, body, headers)
         self.overrides: dict[tuple[str, str], tuple] = {}
@@ -99,18 +106,24 @@ class FakeWorkspace:
         """A temporary container for a code snapshot, with a write SAS: what `startPendingUpload` returns."""
         from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 
-        service = BlobServiceClient.from_connection_string(self.blob_store.connection_string)
         container = f"code-{name}-{version}".lower()[:63]
+        url = f"{self.blob_store.blob_endpoint.rstrip('/')}/{container}"
+        return {"blobReferenceForConsumption": {"blobUri": url, "storageAccountArmId": None,
+                                                "credential": {"credentialType": "SAS",
+                                                               "sasUri": f"{url}?{self._container_sas(container)}"}},
+                "pendingUploadId": f"{name}-{version}", "pendingUploadType": "TemporaryBlobReference"}
+
+    def _container_sas(self, container: str) -> str:
+        """A SAS for one container of the blob store (created if missing), as the service hands them out."""
+        from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+
+        service = BlobServiceClient.from_connection_string(self.blob_store.connection_string)
         if not service.get_container_client(container).exists():
             service.create_container(container)
-        sas = generate_container_sas(service.account_name, container, account_key=service.credential.account_key,
-                                     permission=ContainerSasPermissions(read=True, write=True, list=True, add=True,
-                                                                        create=True),
-                                     expiry=datetime.now(timezone.utc) + timedelta(hours=1))
-        url = f"{service.url.rstrip('/')}/{container}"
-        return {"blobReferenceForConsumption": {"blobUri": url, "storageAccountArmId": None,
-                                                "credential": {"credentialType": "SAS", "sasUri": f"{url}?{sas}"}},
-                "pendingUploadId": f"{name}-{version}", "pendingUploadType": "TemporaryBlobReference"}
+        return generate_container_sas(service.account_name, container, account_key=service.credential.account_key,
+                                      permission=ContainerSasPermissions(read=True, write=True, list=True, add=True,
+                                                                         create=True),
+                                      expiry=datetime.now(timezone.utc) + timedelta(hours=1))
 
     def _versioned_asset(self, method: str, kind: str, name: str, version: str, body: dict | None):
         key = (kind, name, version)
@@ -128,7 +141,35 @@ class FakeWorkspace:
             status, payload, *headers = self.overrides[(method, path)]
             return status, payload, headers[0] if headers else {}
         if path == WS:
-            return 200, {"id": WS, "name": WORKSPACE, "location": LOCATION, "properties": {}}, {}
+            return 200, {"id": WS, "name": WORKSPACE, "location": LOCATION,
+                         "properties": {"discoveryUrl": f"{DATA_PLANE}/discovery", "workspaceId": "ws-id-0001"}}, {}
+        if path == "/discovery":
+            return 200, {"api": DATA_PLANE, "history": DATA_PLANE, "catalog": DATA_PLANE}, {}
+        if match := re.fullmatch(re.escape(HISTORY) + r"/runs/([^/]+)/details", path):
+            if match[1] not in self.jobs:
+                return (*error(404, "UserError", f"run {match[1]} not found"), {})
+            return 200, {"runId": match[1], "status": self.jobs[match[1]]["properties"]["status"],
+                         **({"error": {"error": self.run_errors[match[1]]}} if match[1] in self.run_errors else {})}, {}
+        if path == f"{HISTORY}/rundata":
+            run = body["runId"]
+            outputs = {name: {"assetId": f"azureml://locations/{LOCATION}/workspaces/ws-id-0001/data/"
+                                         f"azureml_{run}_output_data_{name}/versions/1", "type": "uri_folder"}
+                       for name in self.run_outputs.get(run, {})}
+            return 200, {"runMetadata": {"runId": run, "status": "Completed", "outputs": outputs}}, {}
+        if path == f"{DATA}/dataversion/batchGetResolvedUris":
+            resolved = {}
+            for asset_id in body["values"]:
+                run, name = re.search(r"/data/azureml_(.+)_output_data_([^/]+)/versions/", asset_id).groups()
+                resolved[asset_id] = {"uri": f"azureml://subscriptions/{SUBSCRIPTION}/resourcegroups/{RESOURCE_GROUP}"
+                                             f"/workspaces/{WORKSPACE}/datastores/{DATASTORE}/paths/"
+                                             f"{self.run_outputs[run][name]}", "type": "uri_folder"}
+            return 200, {"values": resolved}, {}
+        if path == f"{WS}/datastores/{DATASTORE}":
+            return 200, _datastore(), {}
+        if path == f"{WS}/datastores":  # the SDK looks the default one up by listing
+            return 200, {"value": [_datastore()]}, {}
+        if path == f"{WS}/datastores/{DATASTORE}/listSecrets":
+            return 200, {"secretsType": "Sas", "sasToken": self._container_sas(DATASTORE_CONTAINER)}, {}
         if path.endswith(f"/locations/{LOCATION}/vmSizes"):
             return 200, {"value": self.sizes}, {}
         if match := re.fullmatch(re.escape(WS) + r"/jobs/([^/]+)/cancel", path):
@@ -171,6 +212,14 @@ class FakeWorkspace:
         return (*error(404, "NotFound", f"no fake route for {method} {path}"), {})
 
 
+def _datastore() -> dict:
+    return {"id": f"{WS}/datastores/{DATASTORE}", "name": DATASTORE,
+            "type": "Microsoft.MachineLearningServices/workspaces/datastores",
+            "properties": {"datastoreType": "AzureBlob", "accountName": STORAGE_ACCOUNT,
+                           "containerName": DATASTORE_CONTAINER, "endpoint": "core.windows.net", "protocol": "https",
+                           "isDefault": True, "credentials": {"credentialsType": "Sas"}}}
+
+
 class _Adapter(requests.adapters.HTTPAdapter):
     def __init__(self, workspace: FakeWorkspace):
         super().__init__()
@@ -185,6 +234,33 @@ class _Adapter(requests.adapters.HTTPAdapter):
                                    headers={"Content-Type": "application/json", "Content-Length": str(len(content)),
                                             **headers})
         return self.build_response(request, raw)
+
+
+class _StorageAccountToAzurite(requests.adapters.HTTPAdapter):
+    """`https://<account>.blob.core.windows.net/…` (the URL the SDK builds from a datastore) sent to Azurite's
+    `http://host:port/<account>/…`; a SAS signs the account and container, not the URL's form."""
+
+    def __init__(self, blob_endpoint: str):
+        super().__init__()
+        self.blob_endpoint = blob_endpoint.rstrip("/")
+
+    def send(self, request, **kwargs):
+        url = urlparse(request.url)
+        request.url = self.blob_endpoint + url.path + (f"?{url.query}" if url.query else "")
+        return super().send(request, **kwargs)
+
+
+def route_storage_account_to(blob_store, monkeypatch) -> None:
+    """Every `requests` session made from now on (the storage SDK makes its own) reaches the storage account
+    of the fake's datastores on `blob_store` (Azurite)."""
+    original_init = requests.Session.__init__
+
+    def init(session, *args, **kwargs):
+        original_init(session, *args, **kwargs)
+        session.mount(f"https://{STORAGE_ACCOUNT}.blob.core.windows.net/",
+                      _StorageAccountToAzurite(blob_store.blob_endpoint))
+
+    monkeypatch.setattr(requests.Session, "__init__", init)
 
 
 def transport(workspace: FakeWorkspace) -> RequestsTransport:

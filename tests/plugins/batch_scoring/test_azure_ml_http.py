@@ -9,7 +9,18 @@ import yaml
 from azure.core.exceptions import HttpResponseError
 
 import scoring
-from azure_ml_http_fake import RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE, WS, FakeWorkspace, error, ml_client
+from azure_ml_http_fake import (
+    DATASTORE,
+    DATASTORE_CONTAINER,
+    HISTORY,
+    RESOURCE_GROUP,
+    SUBSCRIPTION,
+    WORKSPACE,
+    WS,
+    FakeWorkspace,
+    error,
+    ml_client,
+)
 from batch_scoring.backends.azure_ml import AzureMLBackend, NodeSize, for_compute
 from batch_scoring.backends.base import BackendError, ComputeSpec, DataAsset, JobStatus, ScoringJobSpec
 from scoring.job_settings import JobSettings
@@ -209,3 +220,58 @@ def test_a_name_taken_meanwhile_is_a_409_the_submit_turns_into_reattach(workspac
         hook.submit_job(SUBMIT_SPEC)
     assert [method for method, path, _ in workspace.requests if path.endswith("/jobs/monthly-batch-scoring-202610")] \
         == ["PUT", "GET"]
+
+
+# After the job: its failure reason from run history, its outputs from the datastore (Azurite), as the SDK finds them.
+
+@pytest.fixture
+def finished(workspace, submitting, azurite, monkeypatch):
+    from azure_ml_http_fake import route_storage_account_to
+
+    route_storage_account_to(azurite, monkeypatch)
+    return submitting[0]
+
+
+def test_a_failed_jobs_reason_comes_from_its_run_details_in_one_line(workspace, finished):
+    workspace.add_job("m", "Failed")
+    workspace.run_errors["m"] = {"code": "UserError",
+                                 "message": "mini_batch_error_threshold exceeded:\n  6 of 64 items failed"}
+    info = finished.get_job("m")
+    assert (info.status, info.error) == ("Failed", "UserError: mini_batch_error_threshold exceeded: 6 of 64 items failed")
+    assert ("GET", f"{HISTORY}/runs/m/details", None) in workspace.requests  # found through the discovery URL
+
+
+def test_a_completed_jobs_results_are_downloaded_from_the_datastore_the_service_names(workspace, finished, azurite,
+                                                                                      tmp_path):
+    from azure.storage.blob import BlobServiceClient
+
+    workspace.add_job("m", "Completed")
+    workspace.run_outputs["m"] = {"results": "azureml/m-run/results/"}
+    store = BlobServiceClient.from_connection_string(azurite.connection_string)
+    if not store.get_container_client(DATASTORE_CONTAINER).exists():
+        store.create_container(DATASTORE_CONTAINER)
+    for name, text in (("predictions.csv", "image,label\na.jpg,circle\n"), ("errors.csv", "image,error\n")):
+        store.get_container_client(DATASTORE_CONTAINER).upload_blob(f"azureml/m-run/results/{name}", text,
+                                                                     overwrite=True)
+
+    folder = finished.download_outputs("m", tmp_path)
+
+    assert folder == tmp_path / "named-outputs" / "results"
+    assert (folder / "predictions.csv").read_text() == "image,label\na.jpg,circle\n"
+    assert (folder / "errors.csv").is_file()
+    assert any(method == "POST" and path == f"{HISTORY}/rundata" for method, path, _ in workspace.requests)
+    assert ("POST", f"{WS}/datastores/{DATASTORE}/listSecrets") in {(m, p) for m, p, _ in workspace.requests}
+
+
+def test_a_completed_job_without_predictions_is_refused_in_one_line(workspace, finished, azurite, tmp_path):
+    workspace.add_job("m", "Completed")
+    workspace.run_outputs["m"] = {"results": "azureml/m-empty/results/"}
+    with pytest.raises(BackendError, match=r"^job 'm' output 'results' has no predictions.csv \(looked in .*\)$"):
+        finished.download_outputs("m", tmp_path)
+
+
+def test_outputs_of_a_job_that_has_not_completed_are_not_asked_for(workspace, finished, tmp_path):
+    workspace.add_job("m", "Running")
+    with pytest.raises(BackendError, match="job 'm' is Running, not Completed: it has no outputs to download"):
+        finished.download_outputs("m", tmp_path)
+    assert not any("/history/" in path for _, path, _ in workspace.requests)
