@@ -32,9 +32,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from devstack.airflow_env import PROJECT_ROOT
+from devstack.airflow_env import PROJECT_ROOT  # also puts plugins/ on sys.path, as Airflow does
 
-ENVIRONMENT_FILE = PROJECT_ROOT / "scoring" / "environment" / "environment.yml"
+from batch_scoring.backends.azure_ml import ENVIRONMENT_FILE  # the file the DAG's jobs are built from
 # What Azure ML runs of the job's code: the parallel step's entry script and the merge step's module.
 JOB_MODULES = ("scoring.entry", "scoring.merge")
 CUDA_BUILT_PACKAGES = ("torch", "torchvision")
@@ -189,7 +189,7 @@ def resolve(spec: EnvironmentSpec, lines: list[str], workdir: Path) -> dict:
     return json.loads(report.read_text())
 
 
-def source_only_packages(report: dict, spec: EnvironmentSpec, workdir: Path) -> list[str]:
+def source_only_packages(report: dict, workdir: Path) -> list[str]:
     """The requirements behind the source-only extras (from the resolved metadata), each fetched as source."""
     checked = []
     for item in report["install"]:
@@ -221,7 +221,7 @@ def check(spec: EnvironmentSpec, *, pytorch_index: bool | None = None, say=print
     with tempfile.TemporaryDirectory() as workdir:
         try:
             report = resolve(spec, lines, Path(workdir))
-            sources = source_only_packages(report, spec, Path(workdir))
+            sources = source_only_packages(report, Path(workdir))
         except RuntimeError as error:
             problems.append(f"the environment does not resolve from wheels for Python {spec.python}: {error}")
         else:

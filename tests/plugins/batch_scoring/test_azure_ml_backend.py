@@ -5,9 +5,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-import scoring
 
-from batch_scoring.backends.azure_ml import AzureMLBackend, build_pipeline_job, scoring_environment, stage_code
+from batch_scoring.backends.azure_ml import (
+    ENVIRONMENT_FILE,
+    AzureMLBackend,
+    build_pipeline_job,
+    scoring_environment,
+    stage_code,
+)
 from batch_scoring.backends.base import BackendError, ComputeSpec, DataAsset, ScoringJobSpec
 from fake_ml_client import FakeMLClient
 from scoring.job_settings import JobSettings
@@ -261,7 +266,7 @@ def test_a_refused_submit_with_no_job_behind_it_is_the_services_error(monkeypatc
 
 def test_the_built_job_runs_both_steps_in_the_environment_file_declares(tmp_path):
     built = build_pipeline_job(SPEC, code_dir=stage_code(tmp_path), environment=scoring_environment())
-    declared = yaml.safe_load((Path(scoring.__file__).parent / "environment" / "environment.yml").read_text())
+    declared = yaml.safe_load(ENVIRONMENT_FILE.read_text())
     for step in ("score_images", "merged"):
         environment = built.jobs[step].component.task.environment if step == "score_images" \
             else built.jobs[step].component.environment

@@ -2,13 +2,11 @@
 serialization, long-running operations and error mapping are the SDK's own (tests/azure_ml_http_fake.py)."""
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
 from azure.core.exceptions import HttpResponseError
 
-import scoring
 from azure_ml_http_fake import (
     DATASTORE,
     DATASTORE_CONTAINER,
@@ -21,7 +19,7 @@ from azure_ml_http_fake import (
     error,
     ml_client,
 )
-from batch_scoring.backends.azure_ml import AzureMLBackend, NodeSize, for_compute
+from batch_scoring.backends.azure_ml import ENVIRONMENT_FILE, AzureMLBackend, NodeSize, for_compute
 from batch_scoring.backends.base import BackendError, ComputeSpec, DataAsset, JobStatus, ScoringJobSpec
 from scoring.job_settings import JobSettings
 
@@ -191,7 +189,7 @@ def test_a_submission_uploads_the_code_builds_the_environment_and_creates_the_pi
     assert (components["parallel"]["error_threshold"], components["parallel"]["mini_batch_error_threshold"]) == (25, 3)
 
     [(_, environment)] = {path: body for path, body in _put(workspace, "/environments/")}.items()
-    declared = yaml.safe_load((Path(scoring.__file__).parent / "environment" / "environment.yml").read_text())
+    declared = yaml.safe_load(ENVIRONMENT_FILE.read_text())
     assert environment["properties"]["image"] == declared["image"]
     assert "torch==2.14.1+cu126" in environment["properties"]["condaFile"]
 
