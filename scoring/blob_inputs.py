@@ -84,13 +84,9 @@ class SignedReader:
                 for chunk in response.stream(_CHUNK):
                     stream.write(chunk)
                 return
-            code = response.headers.get("x-ms-error-code", "")
             if response.status in (404, 412):
                 raise BlobGone(f"HTTP {response.status}")
-            if response.status >= 500 or response.status == 429:
-                raise _TransientStatus(f"HTTP {response.status} {code}".strip())
-            raise HttpResponseError(message=f"the blob store refused to read {blob_name!r}: HTTP {response.status} "
-                                            f"{code}".strip())
+            raise _refusal(response, f"read {blob_name!r}")
         finally:
             response.release_conn()
 
@@ -101,11 +97,7 @@ class SignedReader:
         url = f"{self._container.url.split('?')[0]}?{urlencode(query)}&{self._token()}"
         response = self._pool.request("GET", url, headers={"x-ms-version": _API_VERSION})
         if response.status != 200:
-            code = response.headers.get("x-ms-error-code", "")
-            if response.status >= 500 or response.status == 429:
-                raise _TransientStatus(f"HTTP {response.status} {code}".strip())
-            raise HttpResponseError(message=f"the blob store refused to list {prefix!r}: HTTP {response.status} "
-                                            f"{code}".strip())
+            raise _refusal(response, f"list {prefix!r}")
         root = ElementTree.fromstring(response.data)
         blobs = []
         for blob in root.iter("Blob"):
@@ -125,11 +117,11 @@ class SignedReader:
     def _sign(self, now: datetime) -> str:
         container = self._container
         start, expiry = now - timedelta(minutes=5), now + SAS_LIFETIME  # a little clock skew is tolerated
-        read = ContainerSasPermissions(read=True, list=True)
+        permission = ContainerSasPermissions(read=True, list=True)
         key = getattr(container.credential, "account_key", None)
         if key:
             return generate_container_sas(container.account_name, container.container_name, account_key=key,
-                                          permission=read, start=start, expiry=expiry)
+                                          permission=permission, start=start, expiry=expiry)
         if container.credential is None:  # the URL carries its own SAS, or the container is public
             return urlparse(container.url).query
         # An Entra ID identity signs with a user delegation key (roles Storage Blob Data Reader and up may).
@@ -137,7 +129,16 @@ class SignedReader:
                                     credential=container.credential, **CLIENT_OPTIONS)
         delegation = service.get_user_delegation_key(start, expiry)
         return generate_container_sas(container.account_name, container.container_name,
-                                      user_delegation_key=delegation, permission=read, start=start, expiry=expiry)
+                                      user_delegation_key=delegation, permission=permission, start=start,
+                                      expiry=expiry)
+
+
+def _refusal(response, what: str) -> Exception:
+    """A non-success answer as an exception: worth asking again (5xx, 429 throttling), or a refusal in one line."""
+    status, code = response.status, response.headers.get("x-ms-error-code", "")
+    if status >= 500 or status == 429:
+        return _TransientStatus(f"HTTP {status} {code}".strip())
+    return HttpResponseError(message=f"the blob store refused to {what}: HTTP {status} {code}".strip())
 
 
 def split_blob_url(url: str) -> tuple[str, str, str]:

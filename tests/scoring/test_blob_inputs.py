@@ -132,3 +132,40 @@ def test_a_name_the_service_percent_encodes_is_decoded(monkeypatch, blob_service
 
     monkeypatch.setattr(reader._pool, "request", lambda *args, **kwargs: Listing())
     assert reader.list_page("m/", None) == ([("m/bell\x07.jpg", "0x1"), ("m/plain.jpg", "0x2")], "2!next")
+
+
+class _Answer:
+    def __init__(self, status: int, code: str):
+        self.status, self.headers, self.data = status, {"x-ms-error-code": code}, b""
+
+
+def _answering_listings_with(monkeypatch, answers):
+    """The store's first listing answers are `answers` (status, error code); then the real store answers."""
+    import urllib3
+
+    pending, real_request = list(answers), urllib3.PoolManager.request
+
+    def request(pool, method, url, *args, **kwargs):
+        if "comp=list" in url and pending:
+            return _Answer(*pending.pop(0))
+        return real_request(pool, method, url, *args, **kwargs)
+
+    monkeypatch.setattr(urllib3.PoolManager, "request", request)
+
+
+def test_a_busy_or_throttling_store_is_asked_again(tmp_path, blob_service, monkeypatch):
+    container = blob_service.create_container("fetchbusy")
+    container.upload_blob("m/a.jpg", b"x")
+    _answering_listings_with(monkeypatch, [(503, "ServerBusy"), (429, "")])
+    assert list(_fetch(container, "m/", tmp_path / "in")) == ["a.jpg"]
+
+
+def test_a_refused_listing_fails_at_once_in_one_line_naming_the_reason(tmp_path, blob_service, monkeypatch):
+    from azure.core.exceptions import HttpResponseError
+
+    container = blob_service.create_container("fetchrefused")
+    container.upload_blob("m/a.jpg", b"x")
+    _answering_listings_with(monkeypatch, [(403, "AuthorizationPermissionMismatch")])
+    with pytest.raises(HttpResponseError) as raised:
+        _fetch(container, "m/", tmp_path / "in")
+    assert str(raised.value) == "the blob store refused to list 'm/': HTTP 403 AuthorizationPermissionMismatch"
