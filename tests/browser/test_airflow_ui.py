@@ -145,11 +145,19 @@ def test_a_person_triggers_a_month_and_follows_it_in_the_ui(stack):
             form.locator("#element_month").fill(MONTH)
             form.get_by_text("Compute", exact=True).click()
             form.locator("input[name=element_poll_interval]").fill("2")
+            # What the button sends is the form's JSON, which follows the fields a render later: read it back
+            # first, as a person checking the form would (clicking before it caught up once sent an empty conf).
+            form.get_by_text("Advanced Options", exact=True).click()
+            conf_json = form.locator(".monaco-editor .view-lines")
+            expect(conf_json).to_contain_text(f'"month": "{MONTH}"', timeout=15_000)
+            expect(conf_json).to_contain_text('"poll_interval": 2')
             form.screenshot(path=SHOTS / "01-trigger-form.png")
             before = {run["dag_run_id"] for run in api.runs()}
             form.get_by_role("button", name="Trigger").click()
-            api.wait_for(lambda: [r for r in api.runs() if r["dag_run_id"] not in before], 60,
-                         "the form's trigger created no run")
+            created = api.wait_for(lambda: [r for r in api.runs()
+                                            if r["dag_run_id"] not in before and r["run_type"] == "manual"], 60,
+                                   "the form's trigger created no run")
+            assert {"month": MONTH, "poll_interval": 2}.items() <= created[0]["conf"].items(), created[0]
             # New DAGs start paused: the run waits in the queue until the DAG is switched on.
             api.unpause()
 
