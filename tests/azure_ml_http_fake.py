@@ -69,6 +69,8 @@ class FakeWorkspace:
         self.jobs: dict[str, dict] = {}
         self.assets: dict[tuple[str, str, str], dict] = {}  # (kind, name, version) of codes, environments, components
         self.computes: dict[str, dict] = {}
+        self.compute_polls: dict[str, int] = {}  # cluster being created -> status polls answered so far
+        self.created_compute_state = "Succeeded"  # what a created cluster's provisioning ends in
         self.data: dict[tuple[str, str], dict] = {}
         self.sizes = [{"name": "Standard_NC4as_T4_v3", "family": "standardNCASv3_T4Family", "vCPUs": 4, "gpus": 1,
                        "memoryGB": 28.0, "lowPriorityCapable": True},
@@ -199,6 +201,22 @@ class FakeWorkspace:
         if match := re.fullmatch(re.escape(WS) + r"/jobs/([^/]+)", path):
             job = self.jobs.get(match[1])
             return (200, job, {}) if job else (*error(404, "UserError", f"job {match[1]} not found"), {})
+        if (match := re.fullmatch(re.escape(WS) + r"/computes/([^/]+)", path)) and method == "PUT":
+            # Accepted while the cluster is created: the outcome is polled at the Azure-AsyncOperation URL.
+            self.computes[match[1]] = {"id": path, "name": match[1], "location": body["location"],
+                                       "type": "Microsoft.MachineLearningServices/workspaces/computes",
+                                       "properties": {**body["properties"], "provisioningState": "Creating"}}
+            self.compute_polls[match[1]] = 0
+            return 201, self.computes[match[1]], {
+                "Azure-AsyncOperation": f"https://management.azure.com{WS}/computeOperationsStatus/{match[1]}"}
+        if match := re.fullmatch(re.escape(WS) + r"/computeOperationsStatus/([^/]+)", path):
+            # One "still creating" answer, then the final one. A short Retry-After keeps the test quick (the SDK
+            # reads it as seconds; 0 would mean its default 30 s).
+            self.compute_polls[match[1]] += 1
+            if self.compute_polls[match[1]] == 1:
+                return 200, {"status": "InProgress"}, {"Retry-After": "0.05"}
+            self.computes[match[1]]["properties"]["provisioningState"] = self.created_compute_state
+            return 200, {"status": "Succeeded"}, {}
         if match := re.fullmatch(re.escape(WS) + r"/computes/([^/]+)", path):
             compute = self.computes.get(match[1])
             return (200, compute, {}) if compute else (*error(404, "NotFound", f"compute {match[1]} not found"), {})

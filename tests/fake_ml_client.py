@@ -98,7 +98,6 @@ class _Data:
 class _Compute:
     def __init__(self):
         self.computes: dict[str, object] = {}
-        self.created: list[str] = []
 
     def get(self, name):
         if name not in self.computes:
@@ -106,7 +105,6 @@ class _Compute:
         return self.computes[name]
 
     def begin_create_or_update(self, compute):
-        self.created.append(compute.name)
         self.computes[compute.name] = compute
         return _Poller(result=compute)
 

@@ -94,16 +94,6 @@ def test_the_code_folder_holds_only_the_scoring_package(tmp_path):
     assert (code / "scoring" / "entry.py").is_file() and (code / "scoring" / "merge.py").is_file()
 
 
-def test_compute_is_created_when_missing_and_reused_when_present():
-    client = FakeMLClient()
-    backend = AzureMLBackend(client)
-    spec = ComputeSpec(name="gpu-cluster", vm_size="Standard_NC4as_T4_v3", max_instances=3)
-    created = backend.ensure_compute(spec)
-    assert created["tier"] == "low_priority" and created["min_instances"] == 0 and created["max_instances"] == 3
-    backend.ensure_compute(spec)
-    assert client.compute.created == ["gpu-cluster"]
-
-
 def test_a_cluster_whose_provisioning_failed_is_refused_with_the_services_reason():
     from types import SimpleNamespace
 

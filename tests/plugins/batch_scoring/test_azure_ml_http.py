@@ -109,6 +109,30 @@ def test_a_healthy_cluster_is_reused_as_it_is(workspace, backend):
     assert not any(method == "PUT" for method, _, _ in workspace.requests)
 
 
+def test_a_missing_cluster_is_created_and_followed_to_the_end_of_its_provisioning(workspace, backend):
+    spec = ComputeSpec(name="gpu-cluster", max_instances=3)
+    summary = backend.ensure_compute(spec)
+    puts = [body for method, path, body in workspace.requests if method == "PUT" and path.endswith("/gpu-cluster")]
+    assert len(puts) == 1
+    cluster = puts[0]["properties"]
+    assert cluster["computeType"] == "AmlCompute"
+    assert cluster["properties"]["vmSize"].lower() == spec.vm_size.lower()
+    assert cluster["properties"]["vmPriority"] == "LowPriority"
+    assert cluster["properties"]["scaleSettings"]["minNodeCount"] == spec.min_instances
+    assert cluster["properties"]["scaleSettings"]["maxNodeCount"] == 3
+    # The long-running operation was followed (one "InProgress", then "Succeeded"), then the cluster read back.
+    assert workspace.compute_polls["gpu-cluster"] == 2
+    assert summary["provisioning_state"] == "Succeeded" and summary["max_instances"] == 3
+    backend.ensure_compute(spec)  # next month: found, not created again
+    assert sum(method == "PUT" for method, _, _ in workspace.requests) == 1
+
+
+def test_a_cluster_created_into_a_failed_state_is_refused(workspace, backend):
+    workspace.created_compute_state = "Failed"
+    with pytest.raises(BackendError, match=r"^compute 'gpu-cluster' is in provisioning state Failed"):
+        backend.ensure_compute(ComputeSpec(name="gpu-cluster"))
+
+
 def test_a_month_is_registered_once_as_a_uri_folder_on_its_datastore_path(workspace, backend):
     asset = DataAsset("monthly-images", "202610", "azureml://datastores/images/paths/202610/")
     backend.register_data_asset(asset)
