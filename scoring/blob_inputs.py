@@ -32,12 +32,13 @@ from urllib.parse import quote, unquote, urlencode, urlparse
 from xml.etree import ElementTree
 
 import urllib3
-from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContainerSasPermissions, generate_container_sas
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from scoring.items import InputItem, StorageUnavailable, decode_name, encode_name, walk_folder
 from scoring.rows import ErrorType
+from scoring.transient import TransientStatus, is_transient, is_transient_status
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,6 @@ SAS_LIFETIME = timedelta(hours=2)
 _CHUNK = 1 << 20
 _API_VERSION = "2021-08-06"
 _PAGE_SIZE = 5000  # the most the service returns per listing page
-
-
-class _TransientStatus(Exception):
-    """The store answered, but with a status worth asking again (5xx, 429 throttling)."""
 
 
 class BlobGone(Exception):
@@ -136,8 +133,8 @@ class SignedReader:
 def _refusal(response, what: str) -> Exception:
     """A non-success answer as an exception: worth asking again (5xx, 429 throttling), or a refusal in one line."""
     status, code = response.status, response.headers.get("x-ms-error-code", "")
-    if status >= 500 or status == 429:
-        return _TransientStatus(f"HTTP {status} {code}".strip())
+    if is_transient_status(status):
+        return TransientStatus(f"HTTP {status} {code}".strip())
     return HttpResponseError(message=f"the blob store refused to {what}: HTTP {status} {code}".strip())
 
 
@@ -178,13 +175,6 @@ def safe_relative_path(name: str) -> PurePosixPath | None:
     return PurePosixPath(*segments)
 
 
-def _transient(error: BaseException) -> bool:
-    if isinstance(error, (ServiceRequestError, ServiceResponseError, ConnectionError, TimeoutError,
-                          urllib3.exceptions.HTTPError, _TransientStatus)):
-        return True
-    return isinstance(error, HttpResponseError) and (error.status_code or 0) >= 500
-
-
 def fetch_prefix(container: ContainerClient, prefix: str, destination: Path, *, threads: int = 8,
                  outage_s: float = 300.0) -> Iterator[InputItem]:
     """Download every blob under `prefix` to `destination`, yielding each item (ETag as identity) once on disk."""
@@ -198,7 +188,7 @@ def fetch_prefix(container: ContainerClient, prefix: str, destination: Path, *, 
 
     def patiently(call, *args):
         retrying = Retrying(stop=stop_after_delay(outage_s), wait=wait_exponential(multiplier=0.5, max=10),
-                            retry=retry_if_exception(_transient), reraise=False)
+                            retry=retry_if_exception(is_transient), reraise=False)
         try:
             return retrying(call, *args)
         except RetryError as error:

@@ -61,16 +61,6 @@ def attempt_number(name: str, base_name: str) -> int | None:
     return attempt if base == base_name else None
 
 
-def is_transient(error: BaseException) -> bool:
-    """Worth asking again: the workspace did not answer, answered 5xx, or throttled (429)."""
-    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
-
-    if isinstance(error, (ServiceRequestError, ServiceResponseError, ConnectionError, TimeoutError)):
-        return True
-    status = getattr(error, "status_code", None) if isinstance(error, HttpResponseError) else None
-    return bool(status) and (status >= 500 or status == 429)
-
-
 class BackendError(RuntimeError):
     """A request the workspace refused; the message is one actionable line."""
 

@@ -10,9 +10,10 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from batch_scoring.backends.base import STALLED_STATUSES, JobStatus, is_transient
+from batch_scoring.backends.base import STALLED_STATUSES, JobStatus
 from batch_scoring.hooks.azure_ml import AzureMLHook
 from scoring.progress import describe_progress
+from scoring.transient import is_transient
 
 
 # Airflow 3.3 fails a deferred task whose trigger fires before the executor has reported the deferring
