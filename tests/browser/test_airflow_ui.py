@@ -125,6 +125,8 @@ def test_a_person_triggers_a_month_and_follows_it_in_the_ui(stack):
     url, password = stack
     api = Api(url, password)
     api.wait_dag_visible()
+    # CI has two cores, shared with Airflow and the job: give each page element 15 s, not Playwright's 5.
+    expect.set_options(timeout=15_000)
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
@@ -149,7 +151,7 @@ def test_a_person_triggers_a_month_and_follows_it_in_the_ui(stack):
             # first, as a person checking the form would (clicking before it caught up once sent an empty conf).
             form.get_by_text("Advanced Options", exact=True).click()
             conf_json = form.locator(".monaco-editor .view-lines")
-            expect(conf_json).to_contain_text(f'"month": "{MONTH}"', timeout=15_000)
+            expect(conf_json).to_contain_text(f'"month": "{MONTH}"')
             expect(conf_json).to_contain_text('"poll_interval": 2')
             form.screenshot(path=SHOTS / "01-trigger-form.png")
             before = {run["dag_run_id"] for run in api.runs()}
