@@ -2,6 +2,7 @@
 serialization, long-running operations and error mapping are the SDK's own (tests/azure_ml_http_fake.py)."""
 
 import json
+import socket
 
 import pytest
 import yaml
@@ -29,6 +30,24 @@ SUBMIT_SPEC = ScoringJobSpec(
     compute="gpu-cluster", tags={"month": "202610"},
     settings=JobSettings(mini_batch_size=10, mini_batch_error_threshold=3, error_threshold=25, max_retries=4,
                          logging_level="DEBUG"))
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """These tests run without a network: any connection beyond this machine (telemetry, a host the fake does
+    not answer, a token endpoint) is recorded and fails the test, even where the SDK would swallow the error."""
+    reached: list = []
+    connect = socket.socket.connect
+
+    def local_only(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1", "localhost"):
+            reached.append(address)
+            raise ConnectionRefusedError(f"no network in this test: {address}")
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", local_only)
+    yield
+    assert not reached, f"reached out to {reached}"
 
 
 @pytest.fixture
