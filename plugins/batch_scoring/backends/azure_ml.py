@@ -52,6 +52,7 @@ class _ConsoleToLog(io.TextIOBase):
                 log.info("%s", line.strip())
         return len(text)
 
+
 # Found by import, wherever it is installed (the clone, or the compose image where plugins live elsewhere).
 SCORING_PACKAGE = Path(importlib.util.find_spec("scoring").origin).parent
 # The job environment's one home: image and conda file (README, "The job environment").
