@@ -5,21 +5,24 @@ Completed or Failed (with a one-line error) or Canceled (on SIGTERM) into
 `status.json`, and its progress into `progress.json`. The month's files and the
 finished rows live in the month's folder of the workspace, shared by every
 attempt: a resubmitted attempt downloads only what changed and scores only what
-has no valid row yet. The blob store's connection string comes from the
-environment (LOCALML_STORAGE_CONNECTION_STRING), never from the spec on disk.
+has no valid row yet; the downloaded images are removed by the last attempt
+to finish (`localml.month_lease`). The job's credential, a read-only signed URL
+of the month's container, comes from the environment (LOCALML_STORAGE_CONTAINER_URL),
+never from the spec on disk, and is taken out of the environment before any
+worker starts.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 
 from localml.jobs import OUTPUTS_DIR, PROGRESS_FILE, SPEC_FILE, STATUS_FILE, STORAGE_ENV, JobStatus
+from localml.month_lease import MonthLease
 from localml.workspace import read_json, write_json
 from scoring.job_settings import JobSettings
 
@@ -44,6 +47,7 @@ def _set_status(job_dir: Path, status: str, **fields) -> None:
 
 
 def run_job(job_dir: Path) -> int:
+    container_url = os.environ.pop(STORAGE_ENV, None)  # workers inherit the environment: they need no credential
     spec = read_json(job_dir / SPEC_FILE)
     settings = JobSettings.from_dict(spec["settings"])
     logging.basicConfig(level=settings.logging_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -60,6 +64,7 @@ def run_job(job_dir: Path) -> int:
         write_json(job_dir / PROGRESS_FILE, snapshot)
 
     month_dir = Path(spec["month_dir"])
+    lease = MonthLease(month_dir)
     try:
         from scoring.blob_inputs import fetch_prefix
         from scoring.items import StorageUnavailable
@@ -68,7 +73,7 @@ def run_job(job_dir: Path) -> int:
 
         publish({"phase": "downloading"})
         input_root = month_dir / INPUTS_DIR
-        items = fetch_prefix(_container(spec["input"]["container"]), spec["input"]["prefix"], input_root,
+        items = fetch_prefix(_container(container_url), spec["input"]["prefix"], input_root,
                              outage_s=settings.storage_timeout)
         job = ParallelJob(
             entry_script=Path(spec["code_root"]) / spec["entry_script"],
@@ -97,20 +102,21 @@ def run_job(job_dir: Path) -> int:
         message = " ".join(f"{type(error).__name__}: {error}".split())
         _set_status(job_dir, JobStatus.FAILED, error=message, finished_at=time.time())
         return 1
-    # The month's copy has served; its finished rows stay for a later rescoring of changed files.
-    shutil.rmtree(month_dir / INPUTS_DIR, ignore_errors=True)
+    # The month's copy has served, unless another attempt still reads it; finished rows stay for a later
+    # rescoring of changed files.
+    if not lease.remove_if_alone(month_dir / INPUTS_DIR):
+        log.info("another attempt of the month still uses its downloaded images: left for it")
     _set_status(job_dir, JobStatus.COMPLETED, finished_at=time.time(), outputs=OUTPUTS_DIR,
                 counts={"inputs": result.inputs, "scored": result.scored, "errors": result.errors})
     return 0
 
 
-def _container(name: str):
-    from scoring.blob_inputs import container_client
+def _container(container_url: str | None):
+    from scoring.blob_inputs import container_client_from_url
 
-    connection_string = os.environ.get(STORAGE_ENV)
-    if not connection_string:
+    if not container_url:
         raise RuntimeError(f"{STORAGE_ENV} is not set: the job cannot reach the blob store")
-    return container_client(connection_string, name)
+    return container_client_from_url(container_url)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from localml.process_group import stop_group
+from localml.process_identity import identify, is_alive
 from localml.workspace import LocalWorkspace, WorkspaceError, read_json, write_json
 
 
@@ -52,9 +51,25 @@ PROCESS_FILE = "process.json"
 PROGRESS_FILE = "progress.json"  # written by the job process alone: phase, counts, rate, ETA, profile
 LOG_FILE = "job.log"
 OUTPUTS_DIR = "outputs"
-# The blob store's connection string reaches the job process through its environment only.
-STORAGE_ENV = "LOCALML_STORAGE_CONNECTION_STRING"
+# The job's read-only credential for its month's container (a container URL with a read-and-list signature)
+# reaches the job process through its environment only; the job process removes it before starting workers.
+STORAGE_ENV = "LOCALML_STORAGE_CONTAINER_URL"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# What a job process inherits of its submitter's environment: how to run Python and torch, nothing else.
+# Airflow's connections (AIRFLOW_CONN_*), account keys and tokens stay behind.
+_INHERITED = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH",
+              "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE")
+_INHERITED_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "OMP_", "MKL_", "OPENBLAS_", "MALLOC_", "TORCH_", "PYTORCH_",
+                       "KMP_")
+
+
+def job_environment(parent: dict[str, str], extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a job process: the parent's runtime variables, the project on PYTHONPATH, `extra`."""
+    env = {name: value for name, value in parent.items()
+           if name in _INHERITED or name.startswith(_INHERITED_PREFIXES)}
+    env.update(extra or {})
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    return env
 
 
 def submit(workspace: LocalWorkspace, name: str, spec: dict[str, Any], *, env: dict[str, str] | None = None) -> dict:
@@ -81,8 +96,7 @@ def start(workspace: LocalWorkspace, name: str, *, env: dict[str, str] | None = 
     process = read_json(job_dir / PROCESS_FILE)
     if process and _process_alive(process):
         raise WorkspaceError(f"job {name!r} is already running (pid {process['pid']})")
-    child_env = {**os.environ, **(env or {})}
-    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), child_env.get("PYTHONPATH")]))
+    child_env = job_environment(dict(os.environ), env)
     (job_dir / PROCESS_FILE).unlink(missing_ok=True)
     status = {k: v for k, v in status.items() if k not in ("error", "finished_at")}
     status.update(status=JobStatus.PREPARING, started_at=time.time())
@@ -93,7 +107,7 @@ def start(workspace: LocalWorkspace, name: str, *, env: dict[str, str] | None = 
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=child_env,
             cwd=PROJECT_ROOT, start_new_session=True,
         )
-    write_json(job_dir / PROCESS_FILE, {"pid": process.pid, "created": psutil.Process(process.pid).create_time()})
+    write_json(job_dir / PROCESS_FILE, identify(process.pid))
     return status
 
 
@@ -139,9 +153,5 @@ def cancel(workspace: LocalWorkspace, name: str, *, grace_s: float = 15.0, wait:
 
 
 def _process_alive(process: dict) -> bool:
-    """True while the job's own process runs: pid and start time must both match (pids get reused)."""
-    try:
-        found = psutil.Process(process["pid"])
-        return abs(found.create_time() - process["created"]) < 0.01 and found.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    """True while the job's own process runs, by an identity that pid reuse and clock steps cannot fool."""
+    return is_alive(process)

@@ -36,6 +36,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContainerSasPermissions, generate_container_sas
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
+from scoring.blob_location import unsigned_url
 from scoring.items import InputItem, StorageUnavailable, decode_name, encode_name, walk_folder
 from scoring.rows import ErrorType
 from scoring.transient import TransientStatus, is_transient, is_transient_status
@@ -73,7 +74,7 @@ class SignedReader:
 
     def read_into(self, blob_name: str, etag: str, stream: BinaryIO) -> None:
         """Write the blob's bytes to `stream`; raises BlobGone when it was deleted or changed since listing."""
-        url = f"{self._container.url.split('?')[0]}/{quote(blob_name, safe='~/')}?{self._token()}"
+        url = f"{unsigned_url(self._container.url)}/{quote(blob_name, safe='~/')}?{self._token()}"
         response = self._pool.request("GET", url, headers={"If-Match": etag, "x-ms-version": _API_VERSION},
                                       preload_content=False)
         try:
@@ -91,7 +92,7 @@ class SignedReader:
         """One listing page under `prefix`: (blob name, ETag) pairs and the marker of the next page (None: last)."""
         query = {"restype": "container", "comp": "list", "prefix": prefix, "maxresults": _PAGE_SIZE,
                  **({"marker": marker} if marker else {})}
-        url = f"{self._container.url.split('?')[0]}?{urlencode(query)}&{self._token()}"
+        url = f"{unsigned_url(self._container.url)}?{urlencode(query)}&{self._token()}"
         response = self._pool.request("GET", url, headers={"x-ms-version": _API_VERSION})
         if response.status != 200:
             raise _refusal(response, f"list {prefix!r}")
@@ -135,7 +136,9 @@ def _refusal(response, what: str) -> Exception:
     status, code = response.status, response.headers.get("x-ms-error-code", "")
     if is_transient_status(status):
         return TransientStatus(f"HTTP {status} {code}".strip())
-    return HttpResponseError(message=f"the blob store refused to {what}: HTTP {status} {code}".strip())
+    hint = ("; the credential may lack read and list access to the container, or its signature expired"
+            if status == 403 else "")
+    return HttpResponseError(message=f"the blob store refused to {what}: HTTP {status} {code}".strip() + hint)
 
 
 def split_blob_url(url: str) -> tuple[str, str, str]:
@@ -154,6 +157,30 @@ def split_blob_url(url: str) -> tuple[str, str, str]:
 
 def container_client(connection_string: str, container: str) -> ContainerClient:
     return ContainerClient.from_connection_string(connection_string, container, **CLIENT_OPTIONS)
+
+
+def read_only_container_url(connection_string: str, container: str, *, lifetime: timedelta) -> str:
+    """The container's URL with a read-and-list signature valid for `lifetime`: what a job process is given
+    instead of the account key. A SAS connection string has no key to sign with: its own signature is passed
+    on, as narrow as whoever issued it made it."""
+    client = container_client(connection_string, container)
+    key = getattr(client.credential, "account_key", None)
+    if key:
+        now = datetime.now(timezone.utc)
+        signature = generate_container_sas(client.account_name, container, account_key=key,
+                                           permission=ContainerSasPermissions(read=True, list=True),
+                                           start=now - timedelta(minutes=5), expiry=now + lifetime)
+    else:
+        signature = urlparse(client.url).query
+        if not signature:
+            raise ValueError("the blob connection string holds neither an account key nor a shared access "
+                             "signature; the local backend needs one of them")
+    return f"{unsigned_url(client.url)}?{signature}"
+
+
+def container_client_from_url(url: str) -> ContainerClient:
+    """A client for a container URL that carries its own signature (a job's read-only credential)."""
+    return ContainerClient.from_container_url(url, **CLIENT_OPTIONS)
 
 
 def container_client_for_url(url: str) -> tuple[ContainerClient, str]:
@@ -183,7 +210,7 @@ def fetch_prefix(container: ContainerClient, prefix: str, destination: Path, *, 
     etags_file = destination.with_name(destination.name + ETAGS_FILE)
     known = _read_etags(etags_file)
     seen: dict[str, str] = {}
-    endpoint = f"{container.url.split('?')[0]}/{prefix}"
+    endpoint = f"{unsigned_url(container.url)}/{prefix}"
     reader = SignedReader(container, threads=threads)
 
     def patiently(call, *args):

@@ -14,8 +14,17 @@ from typing import Any
 
 from batch_scoring.drift import DEFAULT_PSI_THRESHOLD, compare
 from batch_scoring.month import month_before
-from batch_scoring.publish import MonthListing, build_manifest, publish_month, read_manifest, validate_outputs
-from batch_scoring.report import summarize, write_report
+from batch_scoring.publish import (
+    MANIFEST_FILE,
+    PUBLISHED_FILES,
+    MonthListing,
+    build_manifest,
+    publish_month,
+    read_manifest,
+    validate_outputs,
+)
+from batch_scoring.report import REPORT_FILE, summarize, write_report
+from scoring.blob_location import BlobFolder
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +54,8 @@ def publish_scored_month(*, workspace, images, predictions, month: str, job: dic
         write_report(folder, summary, month=month, model=f"{model_name}:{model_version}", job_name=job_name,
                      drift=drift, previous_month=previous_month,
                      run={"run_id": run_id, "duration_s": job.get("duration_s")},
-                     links={"inputs": f"{images.url}/{month}/", "outputs": f"{predictions.url}/{month}/"})
+                     inputs=BlobFolder.of(images, f"{month}/"), outputs=BlobFolder.of(predictions, f"{month}/"),
+                     beside=(*(name for name in PUBLISHED_FILES if name != REPORT_FILE), MANIFEST_FILE))
         manifest = build_manifest(folder, counts, month=month, run_id=run_id, job_name=job_name,
                                   model_name=model_name, model_version=str(model_version),
                                   summary=summary.to_manifest(), drift=drift.to_dict() if drift else None)

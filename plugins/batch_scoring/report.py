@@ -4,9 +4,12 @@
 month of millions of rows) into a `MonthSummary`; its `to_manifest()` part is
 what the next month's drift compares against. `write_report` renders the page:
 counts, run time and throughput, label mix, score histogram, errors by type,
-mean score per label, the lowest-confidence images, links to the input and
-output folders, and drift against the previous published month. Charts are
-PNGs (matplotlib) inlined as data URIs, so the file opens anywhere, offline.
+mean score per label, the lowest-confidence images, where the input and
+output folders are (account, container, folder and the command that lists them:
+never a URL with a signature, and no link a browser cannot open without
+credentials), links to the files published beside it, and drift against the
+previous published month. Charts are PNGs (matplotlib) inlined as data URIs, so
+the file opens anywhere, offline.
 
 Read by people, not programs: the CSVs and the manifest stay the contract.
 """
@@ -24,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from batch_scoring.drift import Drift, shares
+from scoring.blob_location import BlobFolder
 from scoring.merge import ERRORS_FILE, PREDICTIONS_FILE
 
 REPORT_FILE = "report.html"
@@ -116,7 +120,8 @@ def _label_chart(summary: MonthSummary, drift: Drift | None) -> str:
         if drift:
             axes.bar(positions + width, [100 * previous.get(label, 0) for label in labels], width,
                      label=drift.previous_month, color="#bbbbbb")
-            axes.legend(frameon=False)
+            # Above the bars, not on them: a legend inside the axes covered the fourth pair.
+            axes.legend(frameon=False, loc="lower left", bbox_to_anchor=(0, 1.02), ncols=2)
         axes.set_xticks(positions + (width / 2 if drift else 0), labels, rotation=30, ha="right")
         axes.set_ylabel("% of scored images")
 
@@ -133,15 +138,20 @@ def _score_chart(summary: MonthSummary) -> str:
     return _chart(draw)
 
 
-def _bar_chart(values: dict[str, float], *, ylabel: str, limit: tuple[float, float] | None = None) -> str:
+def _bar_chart(values: dict[str, float], *, ylabel: str, limit: tuple[float, float] | None = None,
+               counts: bool = False) -> str:
     names = sorted(values, key=lambda name: -values[name])
 
     def draw(axes) -> None:
+        from matplotlib.ticker import MaxNLocator
+
         axes.bar(range(len(names)), [values[name] for name in names])
         axes.set_xticks(range(len(names)), names, rotation=30, ha="right")
         axes.set_ylabel(ylabel)
         if limit:
             axes.set_ylim(*limit)
+        if counts:  # images are counted in whole numbers: no 0.5 ticks
+            axes.yaxis.set_major_locator(MaxNLocator(integer=True))
 
     return _chart(draw)
 
@@ -152,10 +162,18 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _link(url: str | None, text: str) -> str:
-    if not url:
-        return html.escape(text)
-    return f'<a href="{html.escape(url, quote=True)}">{html.escape(text)}</a>'
+def _where(folder: BlobFolder | None, what: str) -> str:
+    if folder is None:
+        return f"<p>{html.escape(what)}: not given.</p>"
+    return (f"<p>{html.escape(what)}: {html.escape(folder.describe())}. To list it (needs read access to the "
+            f"container, e.g. the role Storage Blob Data Reader): <code>{html.escape(folder.list_command())}</code>"
+            "</p>")
+
+
+def _beside(names: tuple[str, ...]) -> str:
+    """Links to the files published in the same folder: relative, so they open wherever the folder was copied."""
+    return "<p>Published beside this report: " + ", ".join(
+        f'<a href="{html.escape(name, quote=True)}">{html.escape(name)}</a>' for name in names) + ".</p>"
 
 
 _STYLE = """
@@ -169,9 +187,11 @@ img { max-width: 100%; } .numbers td:nth-child(n+2) { text-align: right; }
 
 def write_report(folder: Path, summary: MonthSummary, *, month: str, model: str, job_name: str,
                  drift: Drift | None, previous_month: str, run: dict[str, Any] | None = None,
-                 links: dict[str, str] | None = None) -> Path:
-    """Write `report.html` into `folder`. `run`: `duration_s`, `run_id`; `links`: `inputs`, `outputs` URLs."""
-    run, links = run or {}, links or {}
+                 inputs: BlobFolder | None = None, outputs: BlobFolder | None = None,
+                 beside: tuple[str, ...] = ()) -> Path:
+    """Write `report.html` into `folder`. `run`: `duration_s`, `run_id`; `inputs`, `outputs`: where the month's
+    images and published files are; `beside`: the other files published next to the report."""
+    run = run or {}
     duration = run.get("duration_s")
     throughput = f"{summary.inputs / duration:.1f} images/s" if duration else "not reported by the job"
     facts = [
@@ -188,8 +208,9 @@ def write_report(folder: Path, summary: MonthSummary, *, month: str, model: str,
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Scoring report {month}</title>"
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>Scoring report — {html.escape(month)}</h1>",
-        f"<p>Inputs: {_link(links.get('inputs'), links.get('inputs') or 'not given')} · "
-        f"outputs: {_link(links.get('outputs'), links.get('outputs') or 'not given')}</p>",
+        _where(inputs, "Input images"),
+        _where(outputs, "Published files"),
+        _beside(beside) if beside else "",
         "<table class='numbers'>" + "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
                                             for k, v in facts) + "</table>",
         "<h2>Drift against the previous month</h2>",
@@ -209,7 +230,7 @@ def write_report(folder: Path, summary: MonthSummary, *, month: str, model: str,
               _bar_chart(summary.mean_scores(), ylabel="mean score", limit=(0, 1)) if summary.labels else "",
               "<h2>Errors by type</h2>"]
     if summary.errors_by_type:
-        parts.append(_bar_chart(summary.errors_by_type, ylabel="images"))
+        parts.append(_bar_chart(summary.errors_by_type, ylabel="images", counts=True))
         parts.append(_table(["error_type", "images", "example image", "message"],
                             [[error_type, count, *summary.error_examples[error_type]]
                              for error_type, count in sorted(summary.errors_by_type.items(),

@@ -1,6 +1,7 @@
 """The monthly DAG through Airflow itself (`airflow dags test`), on Azurite and the local backend."""
 
 import csv
+import html
 import io
 import json
 import shutil
@@ -103,6 +104,52 @@ def test_the_storage_key_appears_in_no_log_and_no_state_file(stack, uploaded_mon
     assert written
     for path in written:
         assert ACCOUNT_KEY not in path.read_text(encoding="utf-8", errors="replace"), path
+
+
+def test_a_month_published_through_a_sas_connection_shows_its_signature_nowhere(stack, blob_service_module,
+                                                                              azurite):
+    """wasb_default made from a SAS connection string (a common way to grant access): the signature is a secret,
+    and no published file, log or state file may carry it."""
+    import datetime as dt
+    from urllib.parse import parse_qs
+
+    from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
+
+    from devstack.azurite import ACCOUNT, ACCOUNT_KEY
+    from support import image_bytes
+
+    root, env = stack
+    month = "202603"
+    sas = generate_account_sas(ACCOUNT, ACCOUNT_KEY, ResourceTypes(service=True, container=True, object=True),
+                               AccountSasPermissions(read=True, write=True, delete=True, list=True, add=True,
+                                                     create=True),
+                               expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2))
+    signature = parse_qs(sas)["sig"][0]
+    sas_env = {**env, "AIRFLOW_CONN_WASB_DEFAULT": json.dumps({"conn_type": "wasb", "extra": {
+        "connection_string": f"BlobEndpoint={azurite.blob_endpoint};SharedAccessSignature={sas}"}})}
+    container = blob_service_module.get_container_client("images")
+    if not container.exists():
+        container.create_container()
+    for index in range(3):
+        container.upload_blob(f"{month}/{index}.png", image_bytes("PNG"), overwrite=True)
+    result = _dags_test(sas_env, {"month": month, "poll_interval": 1})
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+
+    published = blob_service_module.get_container_client("predictions")
+    files = {blob.name: published.download_blob(blob.name).readall()
+             for blob in published.list_blobs(name_starts_with=f"{month}/")}
+    assert set(files) == {f"{month}/{name}" for name in ("predictions.csv", "errors.csv", "report.html",
+                                                          "manifest.json")}
+    written = [p for p in (root / "state").rglob("*") if p.is_file() and p.suffix in (".json", ".log", ".jsonl")]
+    written += [p for p in (root / "airflow").rglob("*.log") if p.is_file()]
+    for secret in (signature, sas):
+        assert secret not in result.stdout + result.stderr
+        for name, data in files.items():
+            assert secret.encode() not in data, name
+        for path in written:
+            assert secret not in path.read_text(encoding="utf-8", errors="replace"), path
+    report = html.unescape(files[f"{month}/report.html"].decode())
+    assert "&sig=" not in report and f"container 'images', folder {month}/ on storage account '{ACCOUNT}'" in report
 
 
 def test_running_the_month_again_reuses_the_completed_job(stack, uploaded_month, blob_service_module):

@@ -168,4 +168,6 @@ def test_a_refused_listing_fails_at_once_in_one_line_naming_the_reason(tmp_path,
     _answering_listings_with(monkeypatch, [(403, "AuthorizationPermissionMismatch")])
     with pytest.raises(HttpResponseError) as raised:
         _fetch(container, "m/", tmp_path / "in")
-    assert str(raised.value) == "the blob store refused to list 'm/': HTTP 403 AuthorizationPermissionMismatch"
+    assert str(raised.value) == ("the blob store refused to list 'm/': HTTP 403 AuthorizationPermissionMismatch; "
+                                 "the credential may lack read and list access to the container, or its signature "
+                                 "expired")

@@ -7,6 +7,7 @@ pool; the model registry is `<workspace>/models/<name>/<version>/`.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import shutil
@@ -28,6 +29,8 @@ from batch_scoring.backends.base import (
     attempt_number,
 )
 
+# How long a job's read-only signature of its month's container is valid: the wait's default deadline.
+JOB_CREDENTIAL_LIFETIME = dt.timedelta(hours=24)
 _DATASTORE_PATH = re.compile(r"^azureml://datastores/(?P<datastore>[^/]+)/paths/(?P<prefix>.+)$")
 LOCAL_COMPUTE_TYPE = "local_worker_pool"
 
@@ -113,9 +116,13 @@ class LocalBackend:
             "data_asset": {"name": spec.data_asset_name, "version": spec.data_asset_version},
             "tags": dict(spec.tags),
         }
+        from scoring.blob_inputs import read_only_container_url
+
+        # The job gets what it needs and nothing more: read and list on its month's container, for a day.
+        credential = read_only_container_url(self._storage_connection_string, container,
+                                             lifetime=JOB_CREDENTIAL_LIFETIME)
         try:
-            status = jobs.submit(self.workspace, spec.name, job_spec,
-                                 env={jobs.STORAGE_ENV: self._storage_connection_string})
+            status = jobs.submit(self.workspace, spec.name, job_spec, env={jobs.STORAGE_ENV: credential})
         except jobs.JobExists as error:
             raise JobAlreadyExists(str(error)) from None
         except WorkspaceError as error:

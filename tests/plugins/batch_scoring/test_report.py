@@ -6,6 +6,7 @@ from PIL import Image
 
 from batch_scoring.drift import compare
 from batch_scoring.report import LOWEST_SHOWN, summarize, write_report
+from scoring.blob_location import BlobFolder
 
 HEADER = "image,label,score,model_name,model_version,month\n"
 
@@ -14,6 +15,16 @@ def _folder(tmp_path, predictions: list[str], errors: list[str]):
     (tmp_path / "predictions.csv").write_text(HEADER + "".join(predictions), encoding="utf-8")
     (tmp_path / "errors.csv").write_text("image,error_type,message\n" + "".join(errors), encoding="utf-8")
     return tmp_path
+
+
+class _SignedContainer:
+    """What a container client made from a SAS connection string shows: its URL carries the signature."""
+
+    account_name = "store1"
+
+    def __init__(self, name: str):
+        self.container_name = name
+        self.url = f"https://store1.blob.core.windows.net/{name}?sv=2024-08-04&sp=rwdl&sig=SECRET%3D"
 
 
 class _Page(HTMLParser):
@@ -62,7 +73,9 @@ def test_the_report_is_one_page_whose_charts_are_images_and_first_month_says_so(
     summary = summarize(folder)
     path = write_report(folder, summary, month="202610", model="m:1", job_name="job-1", drift=None,
                         previous_month="202609", run={"run_id": "manual__x", "duration_s": 10.0},
-                        links={"inputs": "http://store/images/202610/", "outputs": "http://store/predictions/202610/"})
+                        inputs=BlobFolder.of(_SignedContainer("images"), "202610/"),
+                        outputs=BlobFolder.of(_SignedContainer("predictions"), "202610/"),
+                        beside=("predictions.csv", "errors.csv", "manifest.json"))
     page = _parse(path)
     text = " ".join(page.text)
     assert len(page.images) == 4  # label mix, score histogram, mean score per label, errors by type
@@ -73,7 +86,11 @@ def test_the_report_is_one_page_whose_charts_are_images_and_first_month_says_so(
             image.verify()
     assert "Nothing to compare with: no published month 202609." in text
     assert "30.3 images/s" in text and "10.0 s" in text and "manual__x" in text
-    assert page.links == ["http://store/images/202610/", "http://store/predictions/202610/"]
+    # Where the folders are, in words and a command; links only to the files beside the report (relative).
+    assert page.links == ["predictions.csv", "errors.csv", "manifest.json"]
+    assert "container 'images', folder 202610/ on storage account 'store1'" in text
+    assert "az storage blob list --account-name store1 --container-name predictions --prefix 202610/" in text
+    assert "SECRET" not in path.read_text(encoding="utf-8") and "?" not in "".join(page.links)
     assert "img000.jpg" in text  # among the lowest-confidence images
 
 
