@@ -236,6 +236,52 @@ def test_airflow_retries_the_wait_after_the_job_is_killed_and_the_next_attempt_f
     assert manifest["job_name"] == f"{base}-r1"
 
 
+def test_a_clock_step_while_the_job_runs_leaves_it_running_and_the_month_is_scored_once(stack, blob_service_module,
+                                                                                      tmp_path):
+    """The wall clock steps by 90 s while the month's job scores (a paused VM, an NTP correction): the wait keeps
+    following the same job, no second attempt is submitted, and the month is published from it."""
+    import os
+    import time
+    from pathlib import Path
+
+    from support import image_bytes
+
+    root, env = stack
+    month = "202604"
+    container = blob_service_module.get_container_client("images")
+    if not container.exists():
+        container.create_container()
+    names = [f"{index:03d}.png" for index in range(300)]
+    for name in names:
+        container.upload_blob(f"{month}/{name}", image_bytes("PNG", size=(300, 300)), overwrite=True)
+    step = tmp_path / "clock-stepped"
+    stepped_env = {**env, "CLOCK_STEP_FILE": str(step), "BATCH_SCORING_RETRY_DELAY_S": "2",
+                   "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent / "clock_step"), env["PYTHONPATH"]])}
+    base = f"monthly-batch-scoring-{month}"
+    status_file = root / "state" / "localml" / "jobs" / base / "status.json"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "airflow", "dags", "test", "-c", json.dumps({"month": month, "poll_interval": 1}),
+         "monthly_batch_scoring", LOGICAL_DATE], env=stepped_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (status_file.exists() and '"Running"' in status_file.read_text()):
+            assert time.monotonic() < deadline and run.poll() is None, "the job never ran"
+            time.sleep(0.1)
+        step.touch()  # the clock steps while the job runs
+        output, _ = run.communicate(timeout=600)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, output[-6000:]
+    assert "ended without a final state" not in output
+    jobs = sorted(p.name for p in (root / "state" / "localml" / "jobs").iterdir() if p.name.startswith(base))
+    assert jobs == [base]  # one attempt: the live job was never declared dead
+    manifest = json.loads(blob_service_module.get_container_client("predictions")
+                          .download_blob(f"{month}/manifest.json").readall())
+    assert manifest["job_name"] == base and manifest["counts"]["scored"] == len(names)
+
+
 def test_the_next_month_is_compared_with_the_last_and_a_shift_is_a_warning(stack, blob_service_module):
     """Two small months of different shapes: the second's report and manifest carry drift against the first."""
     import io as bytes_io
