@@ -1,6 +1,6 @@
 """What a data engineer sees, in a real browser: Chromium driven by Playwright against `make airflow`'s stack.
 
-Log in, trigger month 202610 from the form, wait for the run, see the month on the
+Log in, trigger the last complete month from the form, wait for the run, see the month on the
 runs, open the submit task's *Azure ML Studio* link (an http page of the job), read
 the wait task's log (a progress line and the final summary). Screenshots go to
 `test-output/browser/`. Skipped where Debian's chromium is absent; `.ci/run`
@@ -9,6 +9,7 @@ installs it.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import re
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from batch_scoring.month import previous_month
 from devstack import azurite as azurite_service
 from devstack.airflow_env import airflow_env
 from devstack.airflow_ui import admin_password, start_standalone
@@ -31,7 +33,8 @@ from scoring.job_settings import JobSettings
 from support import image_bytes, running_azurite
 
 CHROMIUM = Path("/usr/bin/chromium")
-MONTH = "202610"
+# The month unpausing schedules (the last complete one) is the month triggered: both share one job.
+MONTH = previous_month(dt.datetime.now(dt.timezone.utc))
 IMAGES = 1200
 DAG_ID = "monthly_batch_scoring"
 SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "browser"
@@ -56,7 +59,7 @@ def stack(tmp_path_factory, azurite, model_dir):
     images = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("images")
     if not images.exists():
         images.create_container()
-    # Enough that the job is still running when the waits start (the run that unpausing schedules for 202610,
+    # Enough that the job is still running when the waits start (the run that unpausing schedules for MONTH,
     # the last complete month, shares the job with the triggered one: whichever submits, the other reattaches).
     for index in range(IMAGES):
         images.upload_blob(f"{MONTH}/ui/{index:03d}.png", image_bytes("PNG", size=(64 + index % 50, 64)),
