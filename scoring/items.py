@@ -115,7 +115,8 @@ def walk_folder(input_root: Path) -> Iterator[InputItem]:
             elif stat.S_ISDIR(info.st_mode):
                 folders.append(relative)
             elif stat.S_ISREG(info.st_mode):
-                yield InputItem(name, identity=f"{info.st_size}:{info.st_mtime_ns}")
+                # ctime and inode too: `cp -p`, `rsync -a` and `tar` restore size and mtime, never ctime
+                yield InputItem(name, identity=f"{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:{info.st_ino}")
             else:
                 yield InputItem.failed(name, ErrorType.UNREADABLE,
                                        f"not a regular file ({_kind(info.st_mode)}); only files are scored")

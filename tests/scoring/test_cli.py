@@ -129,3 +129,86 @@ def test_an_output_folder_that_cannot_be_written_is_one_line(tmp_path, model_dir
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [f"error: cannot use {tmp_path / 'out' / '.scoring-work'}: "
                                                   "Not a directory"]
+
+
+def test_score_help_prints_every_option_with_its_help():
+    result = _cli("score", "--help")  # argparse formats help with %: a bare % in a help text crashes it
+    assert result.returncode == 0, result.stderr
+    for option in ("--mini_batch_size", "--top_k", "--all_scores", "--max_pixels", "--storage_timeout"):
+        assert option in result.stdout
+
+
+@pytest.mark.parametrize("month", ["2026-13", "２０２６１０", "202610\n"])
+def test_a_bad_month_is_refused_by_the_month_rule_in_one_line(tmp_path, model_dir, month):
+    write_small_month(tmp_path / "in")
+    result = _cli("score", "--input", str(tmp_path / "in"), "--model", str(model_dir), "--out", str(tmp_path / "out"),
+                  "--month", month)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: invalid month {month!r}: expected YYYYMM, six digits, e.g. 202610 for October 2026"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_out_folder_inside_the_input_is_refused_before_anything_is_written(tmp_path, model_dir):
+    write_small_month(tmp_path / "202605")
+    out = tmp_path / "202605" / "scored"
+    result = _cli("score", "--input", str(tmp_path / "202605"), "--model", str(model_dir), "--out", str(out))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "inside --input" in result.stderr
+    assert not out.exists()
+
+
+def test_a_second_run_on_the_same_out_fails_at_once_while_the_first_holds_it(tmp_path, model_dir):
+    import fcntl
+
+    from scoring.cli import LOCK_FILE, WORK_DIR
+
+    write_small_month(tmp_path / "in")
+    lock_path = tmp_path / "out" / WORK_DIR / LOCK_FILE
+    lock_path.parent.mkdir(parents=True)
+    with open(lock_path, "w") as held:  # what a running CLI holds on its --out
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = _cli("score", "--input", str(tmp_path / "in"), "--model", str(model_dir), "--out",
+                      str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "another run" in result.stderr
+    assert not (tmp_path / "out" / "predictions.csv").exists()
+
+
+def test_a_file_replaced_with_its_size_and_time_kept_is_rescored_on_resume(tmp_path, model_dir):
+    write_small_month(tmp_path / "in")
+    common = ("--input", str(tmp_path / "in"), "--model", str(model_dir), "--out", str(tmp_path / "out"),
+              "--max_concurrency_per_instance", "1", "--month", "202605")
+    assert _cli("score", *common).returncode == 0
+    target = tmp_path / "in" / "circle" / "img 00.jpg"
+    assert "circle/img 00.jpg" in _images(tmp_path / "out", "predictions.csv")
+    replacement = tmp_path / "replacement"
+    replacement.write_bytes(b"\0" * target.stat().st_size)  # same size, other bytes, not an image
+    stat = target.stat()
+    os.utime(replacement, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    subprocess.run(["cp", "-p", str(replacement), str(target)], check=True)  # as cp -p, rsync -a or tar leave it
+    assert (target.stat().st_size, target.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    again = _cli("score", *common)
+    assert again.returncode == 0, again.stderr
+    assert "circle/img 00.jpg" not in _images(tmp_path / "out", "predictions.csv")
+    assert _images(tmp_path / "out", "errors.csv")["circle/img 00.jpg"]["error_type"] == "not_an_image"
+    assert "(8 rows reused)" in again.stderr
+
+
+def test_a_model_file_changed_in_place_rescores_every_row(tmp_path, model_dir):
+    import shutil
+
+    import torch
+
+    write_small_month(tmp_path / "in")
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    common = ("--input", str(tmp_path / "in"), "--model", str(model), "--out", str(tmp_path / "out"),
+              "--max_concurrency_per_instance", "1", "--month", "202605")
+    assert _cli("score", *common).returncode == 0
+    state = torch.load(model / "weights.pt", weights_only=True)
+    torch.save({key: value + 0.01 if value.is_floating_point() else value for key, value in state.items()},
+               model / "weights.pt")  # same name, same version, other weights
+    again = _cli("score", *common)
+    assert again.returncode == 0, again.stderr
+    assert "(0 rows reused)" in again.stderr  # the key holds the model bytes: nothing of the old model stands
