@@ -10,7 +10,7 @@ MONTH ?= 202610
 COMPOSE_VERSION := 2.40.3
 COMPOSE := tools/compose/docker-compose
 
-.PHONY: setup demo test airflow bench faults check-env clean
+.PHONY: setup demo register-model test airflow bench faults check-env clean
 
 setup: $(VENV)/.installed $(AZURITE)/node_modules/.installed
 
@@ -40,8 +40,18 @@ $(COMPOSE): | $(VENV)/.installed
 	rm -rf tools/compose/download
 	$(COMPOSE) version
 
+# Your own model and images: make register-model MODEL=<file or folder> NAME=<name> VERSION=<version>, then
+# make demo MODEL_NAME=<name> MODEL_VERSION=<version> IMAGES=<folder of the month's images>.
+MODEL_NAME ?= shapes-classifier
+MODEL_VERSION ?= 1
 demo: setup
-	$(PY) -m devstack.demo --month $(MONTH)
+	$(PY) -m devstack.demo --month $(MONTH) --model_name $(MODEL_NAME) --model_version $(MODEL_VERSION) \
+		$(if $(IMAGES),--images "$(IMAGES)")
+
+register-model: setup
+	@test -n "$(MODEL)" -a -n "$(NAME)" -a -n "$(VERSION)" || \
+		{ echo "usage: make register-model MODEL=<model file or folder> NAME=<name> VERSION=<version>"; exit 2; }
+	$(PY) -m localml register-model --path "$(MODEL)" --name "$(NAME)" --version "$(VERSION)"
 
 airflow: setup
 	$(PY) -m devstack.airflow_ui --month $(MONTH)

@@ -20,7 +20,7 @@ def gpu_decode_img_s(files: list[Path], batch: int = 64) -> float:
     from torchvision.io import decode_jpeg, read_file
     from torchvision.transforms import v2
 
-    resize = v2.Compose([v2.Resize(IMAGENET["resize"], antialias=True), v2.CenterCrop(IMAGENET["crop"])])
+    resize = v2.Compose([v2.Resize(IMAGENET["resize"], antialias=True), v2.CenterCrop(IMAGENET["input_size"])])
     data = [read_file(str(path)) for path in files]  # file reading stays on the CPU either way
 
     def run() -> None:

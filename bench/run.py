@@ -3,6 +3,8 @@
 Prints one JSON object as the last line (also saved to bench/results.json):
 naive_img_s (PIL open, per-image tensor, batch of 1, fp32: the loop users run today),
 pipeline_img_s (this engine end to end, files -> CSV, best settings for the device),
+pipeline_pt2_img_s (the same, the same weights exported by `import-model` to a `.pt2`
+program; target >= 0.95 x pipeline_img_s),
 dag_job_img_s (the same images as a month in Azurite, scored by the local backend
 through the job the submit operator builds with the DAG's default form values),
 cli_defaults_img_s (the CLI with no tuning flag: the same defaults, a local folder),
@@ -32,7 +34,7 @@ from bench.dataset import ensure_images, linked_copies
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STATE = PROJECT_ROOT / ".state" / "bench"
 RESULTS = Path(__file__).resolve().parent / "results.json"
-IMAGENET = dict(resize=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+IMAGENET = dict(resize=256, input_size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 
 def _size(count: int) -> str:
@@ -75,6 +77,23 @@ def bench_model(state: Path, architecture: str, device: str, weights_from: Path 
     return folder
 
 
+def bench_program(state: Path, model_dir: Path, device: str) -> Path:
+    """The bench model exported to a `.pt2` folder as `import-model` does, with its own precision check."""
+    from devstack.train_model import record_demo_month_agreement
+    from scoring.model import load_model
+    from scoring.model_import import import_model
+    from scoring.model_metadata import METADATA_FILE
+
+    folder = state / f"{model_dir.name}-pt2"
+    if not (folder / METADATA_FILE).is_file():
+        loaded = load_model(model_dir)
+        staging = folder.with_name(folder.name + ".partial")
+        import_model(loaded.module, loaded.metadata, staging)
+        record_demo_month_agreement(staging, device=device)
+        staging.rename(folder)
+    return folder
+
+
 def best_settings(device: str, precision: str) -> dict:
     """The engine's best hand-picked flags on this device (chosen from bench runs, see README)."""
     cpus = os.cpu_count() or 1
@@ -92,12 +111,12 @@ def naive_img_s(files: list[Path], model_dir: Path, device: str) -> float:
     from PIL import Image
     from torchvision import transforms
 
-    from scoring.model import load_model_folder
+    from scoring.model import load_model
 
-    model, metadata = load_model_folder(model_dir, device)
-    pre = metadata.preprocessing
+    loaded = load_model(model_dir, device)
+    model, pre = loaded.module, loaded.metadata.preprocessing
     transform = transforms.Compose([
-        transforms.Resize(pre.resize), transforms.CenterCrop(pre.crop), transforms.ToTensor(),
+        transforms.Resize(pre.short_side), transforms.CenterCrop(pre.side), transforms.ToTensor(),
         transforms.Normalize(pre.mean, pre.std),
     ])
     started = time.perf_counter()
@@ -119,8 +138,8 @@ def _decode_one(job: tuple[str, str]) -> int:
 
     path, model_dir = job
     if _PREPROCESSOR is None:
-        _PREPROCESSOR = (Preprocessor(read_metadata(Path(model_dir)).preprocessing),
-                         read_metadata(Path(model_dir)).preprocessing.resize)
+        preprocessing = read_metadata(Path(model_dir)).preprocessing
+        _PREPROCESSOR = (Preprocessor(preprocessing), preprocessing.short_side)
     preprocessor, resize = _PREPROCESSOR
     crop = preprocessor.crop(decode_image(path, min_side=resize))
     return int(preprocessor.normalize(crop.unsqueeze(0)).shape[0])
@@ -150,16 +169,16 @@ def _forward_worker(model_dir: str, device: str, precision: str, batch_size: int
 
     torch.set_num_threads(threads)
     predictor = Predictor(Path(model_dir), device, precision=precision, channels_last=True)
-    crop = predictor.metadata.preprocessing.crop
+    crop = predictor.metadata.preprocessing.side
     generator = torch.Generator().manual_seed(0)
     inputs = [torch.randn(batch_size, 3, crop, crop, generator=generator) for _ in range(4)]
-    predictor.predict(inputs[0])  # warm-up: kernels chosen, caches filled
+    predictor.probabilities(inputs[0])  # warm-up: kernels chosen, caches filled
     if device == "cuda":
         torch.cuda.synchronize()
     barrier.wait()
     started = time.perf_counter()
     for index in range(batches):
-        predictor.predict(inputs[index % len(inputs)])  # .tolist() inside waits for the device
+        predictor.top1(inputs[index % len(inputs)])  # .tolist() inside waits for the device
     results.put(batches * batch_size / (time.perf_counter() - started))
 
 
@@ -269,6 +288,9 @@ def main() -> int:
     ceiling = min(decode, forward) if device == "cuda" else 1.0 / (1.0 / decode + 1.0 / forward)
     pipeline, _rss, counts = run_pipeline(small, model_dir, settings)
     print(f"pipeline {args.images}: {pipeline:.1f} img/s {counts}", flush=True)
+    program_dir = bench_program(state, model_dir, device)
+    pipeline_pt2, _rss, pt2_counts = run_pipeline(small, program_dir, settings)
+    print(f"pipeline {args.images}, .pt2 program: {pipeline_pt2:.1f} img/s {pt2_counts}", flush=True)
     cli_defaults, _rss, cli_counts = run_pipeline(small, model_dir, {})
     print(f"CLI with the job defaults {args.images}: {cli_defaults:.1f} img/s {cli_counts}", flush=True)
     from bench.dag_job import dag_job_img_s, unavailable
@@ -297,6 +319,8 @@ def main() -> int:
         "decode_img_s": round(decode, 1),
         "forward_img_s": round(forward, 1),
         "ceiling_img_s": round(ceiling, 1),
+        "pipeline_pt2_img_s": round(pipeline_pt2, 1),
+        "pt2_over_pipeline": round(pipeline_pt2 / pipeline, 3),
         "pipeline_over_ceiling": round(pipeline / ceiling, 3),
         "pipeline_over_naive": round(pipeline / naive, 2),
         "dag_job_img_s": round(dag_job, 1) if dag_job else None,

@@ -18,7 +18,8 @@ triggered. Every run's note says its month (`month 202610`).
 monthly_batch_scoring --from-date 2026-01-01 --to-date 2026-03-01` scores 202601,
 202602 and 202603).
 
-**Steps:** plan the run (validates month and settings, no I/O) → check the month
+**Steps:** plan the run (validates month and settings, no I/O) → check the model
+(registered, in a format the job loads; fails at once otherwise) → check the month
 folder (fails at once when it is empty) → register the data asset (version = month)
 → ensure the compute → submit the scoring job (reattaches to a live attempt, reuses a
 completed one over the same blobs) → wait (live progress in its log; a retry after a
@@ -34,10 +35,11 @@ import os
 from airflow.sdk import Asset, Param, dag, task
 
 from batch_scoring.drift import DEFAULT_PSI_THRESHOLD
-from batch_scoring.month import MONTH_PATTERN, MONTHLY_DAG_ID
+from batch_scoring.month import MONTH_SCHEMA, MONTHLY_DAG_ID
 from batch_scoring.timetable import MonthlyScoringTimetable
 from scoring.job_settings import param_schemas
 from batch_scoring.operators.azure_ml import (
+    AzureMLCheckModelOperator,
     AzureMLEnsureComputeOperator,
     AzureMLRegisterDataAssetOperator,
     AzureMLSubmitScoringJobOperator,
@@ -67,7 +69,7 @@ JOB_PARAMS = {name: Param(default, **schema) for name, (default, schema) in para
     doc_md=__doc__,
     render_template_as_native_obj=True,
     params={
-        "month": Param(None, type=["null", "string"], pattern=MONTH_PATTERN, title="Month (YYYYMM)",
+        "month": Param(None, type=["null", "string"], **MONTH_SCHEMA, title="Month (YYYYMM)",
                        description="The month to score as six digits, year then month: 202610 is October 2026. "
                                    "Empty: the run's data-interval month (a manual run: the last complete month).",
                        section="Month"),
@@ -135,12 +137,14 @@ def monthly_batch_scoring():
         return {"items": count, "fingerprint": fingerprint}
 
     @task(outlets=[MONTHLY_PREDICTIONS])
-    def validate_and_publish(month: str, job: dict, params: dict, run_id=None, outlet_events=None) -> dict:
+    def validate_and_publish(month: str, job: dict, model: dict, job_settings: dict, params: dict, run_id=None,
+                             outlet_events=None) -> dict:
         """Check the outputs against the inputs (docs/contracts.md), report with drift, publish with a manifest."""
         from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
 
         from batch_scoring.hooks.azure_ml import AzureMLHook
         from batch_scoring.publish_step import publish_scored_month
+        from scoring.rows import prediction_columns
 
         blobs = WasbHook(wasb_conn_id=WASB_CONN_ID).get_conn()
         manifest = publish_scored_month(
@@ -149,11 +153,18 @@ def monthly_batch_scoring():
             predictions=blobs.get_container_client(params["predictions_container"]),
             month=month, job=job, model_name=params["model_name"], model_version=params["model_version"],
             run_id=run_id, drift_threshold=params["drift_psi_threshold"],
+            columns=prediction_columns(top_k=job_settings["top_k"], all_scores=job_settings["all_scores"],
+                                       multi_label=model["multi_label"]),
         )
         outlet_events[MONTHLY_PREDICTIONS].extra = {"month": month, "job_name": job["job_name"], **manifest["counts"]}
         return manifest
 
     plan = plan_run()
+    model = AzureMLCheckModelOperator(
+        task_id="check_model", azure_ml_conn_id=AZURE_ML_CONN_ID,
+        model_name="{{ params.model_name }}", model_version="{{ params.model_version }}",
+        top_k="{{ ti.xcom_pull(task_ids='plan_run', key='job_settings')['top_k'] }}",
+    )
     folder = check_month_folder(plan["month"])
     register = AzureMLRegisterDataAssetOperator(
         task_id="register_data_asset", azure_ml_conn_id=AZURE_ML_CONN_ID,
@@ -176,8 +187,8 @@ def monthly_batch_scoring():
         job_name=submit.output, job_spec=submit.output["job_spec"], poll_interval="{{ params.poll_interval }}",
     )
     # The job the wait ended on: a retry of the wait may have submitted the next attempt.
-    publish = validate_and_publish(plan["month"], wait.output)
-    plan >> folder >> register >> compute >> submit >> wait >> publish
+    publish = validate_and_publish(plan["month"], wait.output, model.output, plan["job_settings"])
+    plan >> model >> folder >> register >> compute >> submit >> wait >> publish
 
 
 monthly_batch_scoring_dag = monthly_batch_scoring()

@@ -25,7 +25,7 @@ from scoring.precision_check import record_agreement
 log = logging.getLogger(__name__)
 
 ARCHITECTURE = "resnet18"
-PREPROCESSING = Preprocessing(resize=64, crop=64, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+PREPROCESSING = Preprocessing(input_size=64, resize=64, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 
 def training_tensors(per_label: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

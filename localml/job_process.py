@@ -25,10 +25,12 @@ from localml.jobs import OUTPUTS_DIR, PROGRESS_FILE, SPEC_FILE, STATUS_FILE, STO
 from localml.month_lease import MonthLease
 from localml.workspace import read_json, write_json
 from scoring.job_settings import JobSettings
+from scoring.model_metadata import ModelFolderError
 
 log = logging.getLogger("localml.job")
 INPUTS_DIR = "inputs"
 ROWS_DIR = "rows"
+MODEL_DIR = "model"
 
 
 class _Canceled(BaseException):
@@ -68,9 +70,15 @@ def run_job(job_dir: Path) -> int:
     try:
         from scoring.blob_inputs import fetch_prefix
         from scoring.items import StorageUnavailable
+        from scoring.model_snapshot import snapshot_model
         from scoring.parallel_runner import ParallelJob, ParallelJobFailed, run_parallel_job
         from scoring.reuse import scoring_key
 
+        # One read of the registered model for the whole job: its workers load this copy, whatever happens to
+        # the registry meanwhile, and its rows carry the digest of these bytes.
+        model = snapshot_model(Path(spec["model_dir"]), job_dir / MODEL_DIR)
+        log.info("model %s:%s copied for the job (sha256 %s)", spec["model"]["name"], spec["model"]["version"],
+                 model.digest[:12])
         publish({"phase": "downloading"})
         input_root = month_dir / INPUTS_DIR
         items = fetch_prefix(_container(container_url), spec["input"]["prefix"], input_root,
@@ -80,11 +88,13 @@ def run_job(job_dir: Path) -> int:
             code_root=Path(spec["code_root"]),
             input_root=input_root,
             work_dir=job_dir,
-            program_arguments=(*spec["program_arguments"], "--input_root", str(input_root)),
+            program_arguments=("--model_dir", str(model.path), *spec["program_arguments"], "--input_root",
+                               str(input_root)),
             settings=settings,
             output_dir=job_dir / OUTPUTS_DIR,
             rows_dir=month_dir / ROWS_DIR,
-            scoring_key=scoring_key(Path(spec["model_dir"]), spec["month"], settings),
+            scoring_key=scoring_key(model, spec["model"]["name"], spec["model"]["version"], spec["month"], settings),
+            model_digest=model.digest,
             on_progress=publish,
         )
         result = run_parallel_job(job, items)
@@ -93,7 +103,7 @@ def run_job(job_dir: Path) -> int:
         _set_status(job_dir, JobStatus.CANCELED, finished_at=time.time())
         logging.shutdown()
         os._exit(143)  # now: download threads and workers go with the process, not after their current file
-    except (ParallelJobFailed, StorageUnavailable) as error:
+    except (ParallelJobFailed, StorageUnavailable, ModelFolderError) as error:
         log.error("job %s failed: %s", spec["name"], error)
         _set_status(job_dir, JobStatus.FAILED, error=str(error), finished_at=time.time())
         return 1

@@ -133,24 +133,32 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+_INTERPOLATION = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC,
+                  "nearest": v2.InterpolationMode.NEAREST}
+
+
 class Preprocessor:
-    """Resize, centre-crop and normalise, with the constants of the model's metadata.
+    """Resize (and centre-crop) and normalise, with the constants of the model's metadata.
 
     Split in two for throughput: `crop` (per image, in the decode threads) keeps
     uint8 pixels; `normalize` (per batch) converts and normalises all at once.
+    Two resize modes: `crop` brings the shorter side to `resize` and takes the
+    centre `input_size` square; `stretch` brings the whole image to the square.
     """
 
     def __init__(self, preprocessing: Preprocessing):
-        self._crop = v2.Compose([
-            v2.PILToTensor(),
-            v2.Resize(preprocessing.resize, antialias=True),
-            v2.CenterCrop(preprocessing.crop),
-        ])
+        side, interpolation = preprocessing.side, _INTERPOLATION[preprocessing.interpolation]
+        if preprocessing.resize_mode == "crop":
+            steps = [v2.Resize(preprocessing.short_side, interpolation=interpolation, antialias=True),
+                     v2.CenterCrop(side)]
+        else:
+            steps = [v2.Resize((side, side), interpolation=interpolation, antialias=True)]
+        self._crop = v2.Compose([v2.PILToTensor(), *steps])
         self._mean = torch.tensor(preprocessing.mean).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(preprocessing.std).view(1, 3, 1, 1) * 255.0
 
     def crop(self, image: Image.Image) -> torch.Tensor:
-        """uint8 (3, crop, crop)."""
+        """uint8 (3, side, side)."""
         return self._crop(image)
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,12 @@
 """The one definition of a scoring job's settings: every consumer derives from the fields below.
 
-Three groups:
+Four groups:
 - **parallel settings**, named and meant as in azure-ai-ml's parallel job
   (`mini_batch_size`, thresholds, retries, instances, workers, logging level);
 - the **scoring profile** (device, precision, channels-last, batch size, decode
   threads, compile, pixel limit), which reaches the entry script as program arguments;
+- **outputs**: which of the model's outputs predictions.csv carries (top-k, every
+  class's score), also program arguments;
 - **local runs**: what only the embedded default's job and the CLI need (they
   fetch the month themselves; on Azure ML the service mounts it).
 
@@ -26,7 +28,10 @@ UNLIMITED = -1
 AUTO = "auto"
 PARALLEL = "Job settings"
 PROFILE = "Scoring profile"
+OUTPUTS = "Outputs"
 LOCAL = "Local runs"
+# The groups every worker receives as program arguments (they change the rows it writes).
+WORKER_GROUPS = (PROFILE, OUTPUTS)
 
 # What azure-ai-ml's parallel job accepts for logging_level (its schema refuses ERROR and CRITICAL).
 LOGGING_LEVELS = ("DEBUG", "INFO", "WARNING")
@@ -84,6 +89,11 @@ class JobSettings:
     max_pixels: int = _setting(DEFAULT_MAX_PIXELS, "Decompression-bomb limit: images with more pixels are "
                                                    "listed as too_large.", group=PROFILE, minimum=1)
 
+    top_k: int = _setting(1, "Classes per image in predictions.csv, best first: 1 writes label and score; k > 1 "
+                             "adds label_2, score_2 ... label_k, score_k after score.", group=OUTPUTS, minimum=1)
+    all_scores: bool = _setting(False, "Also write every class's probability, as one JSON object per image in the "
+                                       "column scores (what the original job's append_row kept).", group=OUTPUTS)
+
     storage_timeout: int = _setting(300, "Seconds a local job or the CLI keeps trying an unreachable blob store "
                                          "before it fails with one line naming it.", group=LOCAL, minimum=1)
 
@@ -114,9 +124,10 @@ class JobSettings:
         return cls(**values)
 
     def program_arguments(self) -> list[str]:
-        """The entry script's arguments: the scoring profile, and the workers sharing a node (they split its cores)."""
+        """The entry script's arguments: the scoring profile, the outputs, and the workers sharing a node (they
+        split its cores)."""
         arguments = []
-        for field in settings_fields(PROFILE):
+        for field in (field for group in WORKER_GROUPS for field in settings_fields(group)):
             value = getattr(self, field.name)
             if field.type == "bool":
                 arguments.append(f"--{field.name}" if value else f"--no-{field.name}")
@@ -165,6 +176,7 @@ def add_cli_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, g
     """`--<name>` for each setting of `group`, with the one default and the one help text."""
     for field in settings_fields(group):
         meta, flag = field.metadata, f"--{field.name}"
+        meta = {**meta, "help": meta["help"].replace("%", "%%")}  # argparse formats help text with %
         if field.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=meta["help"])
         elif field.type == "int":

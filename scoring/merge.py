@@ -18,7 +18,7 @@ from pathlib import Path
 
 from scoring.items import walk_folder
 from scoring.job_settings import UNLIMITED, exceeds
-from scoring.rows import ERROR_COLUMNS, PREDICTION_COLUMNS, ErrorType, in_item_order, is_error, parse_row
+from scoring.rows import ERROR_COLUMNS, PREDICTION_COLUMNS, ErrorType, columns_of, in_item_order, is_error, parse_row
 
 PREDICTIONS_FILE = "predictions.csv"
 ERRORS_FILE = "errors.csv"
@@ -80,7 +80,8 @@ def merge_rows(
             f"{len(errors)} of {len(inputs)} items failed, above error_threshold={error_threshold}; nothing was written"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_csv(out_dir / PREDICTIONS_FILE, PREDICTION_COLUMNS, (scored[k] for k in in_item_order(scored)))
+    columns = columns_of(next(iter(scored.values()))) if scored else PREDICTION_COLUMNS
+    _write_csv(out_dir / PREDICTIONS_FILE, columns, (scored[k] for k in in_item_order(scored)))
     _write_csv(out_dir / ERRORS_FILE, ERROR_COLUMNS, (errors[k] for k in in_item_order(errors)))
     return MergeResult(inputs=len(inputs), scored=len(scored), errors=len(errors))
 

@@ -6,6 +6,7 @@ with its reason. Nothing is dropped, so the job can account for every input.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,41 +17,64 @@ import torch
 from scoring.images import ImageDecodeError, Preprocessor, decode_image
 from scoring.items import image_id
 from scoring.job_settings import JobSettings
-from scoring.model_metadata import read_metadata
-from scoring.predict import Predictor, fit_batch_size
+from scoring.model import ModelFolderError, load_model
+from scoring.predict import Predictor, fit_batch_size, pick_device, predictions
 from scoring.profile import FIT_GPU, Capabilities, probe, resolve
-from scoring.rows import error_row, scored_row
+from scoring.rows import ErrorType, error_row, scored_row
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stamp:
+    """What every scored row of the job carries besides its prediction: the registered model and the month."""
+
+    model_name: str
+    model_version: str
+    month: str
 
 
 class MiniBatchScorer:
     """Built once per worker by `init()`; `score()` is what `run()` calls.
 
+    :param stamp: the registered model's name and version and the month, written into every row.
     :param settings: the job's settings; their scoring profile is resolved against this node.
     :param capabilities: the node's (default: probed here).
     """
 
-    def __init__(self, *, model_dir: Path, month: str, input_root: str | None = None,
+    def __init__(self, *, model_dir: Path, stamp: Stamp, input_root: str | None = None,
                  settings: JobSettings | None = None, capabilities: Capabilities | None = None):
         settings = settings or JobSettings()
-        metadata = read_metadata(Path(model_dir))
-        self.profile = resolve(settings, capabilities or probe(), metadata.precision_agreement)
-        self.predictor = Predictor(model_dir, self.profile.device, precision=self.profile.precision,
+        capabilities = capabilities or probe()
+        from scoring.model_format import locate
+
+        agreement = locate(Path(model_dir)).metadata.precision_agreement
+        self.profile = resolve(settings, capabilities, agreement)
+        loaded = load_model(Path(model_dir), pick_device(self.profile.device))
+        self.predictor = Predictor(loaded, self.profile.device, precision=self.profile.precision,
                                    channels_last=self.profile.channels_last, compile=self.profile.compile)
-        self.metadata = self.predictor.metadata
+        self.metadata = loaded.metadata
+        if settings.top_k > len(self.metadata.labels):
+            raise ModelFolderError(f"top_k={settings.top_k} but the model has {len(self.metadata.labels)} classes")
+        self.digest = loaded.digest
+        self.top_k, self.all_scores = settings.top_k, settings.all_scores
         self.preprocess = Preprocessor(self.metadata.preprocessing)
-        self.month = month
+        self.stamp = stamp
         self.input_root = input_root
         self.max_pixels = settings.max_pixels
         self.batch_size = self.profile.batch_size
-        if self.batch_size == FIT_GPU:
-            self.batch_size = fit_batch_size(self.predictor, self.metadata.preprocessing.crop)
+        if loaded.fixed_batch:
+            self.batch_size = loaded.fixed_batch  # what the program runs at; a smaller last batch is padded
+        elif self.batch_size == FIT_GPU:
+            self.batch_size = fit_batch_size(self.predictor, self.metadata.preprocessing.side)
         threads = self.profile.decode_threads
         self._decoder = ThreadPoolExecutor(max_workers=threads) if threads > 0 else None
-        log.info("model %s version %s (%s, %d labels); scoring profile: %s; batch %d",
-                 self.metadata.name, self.metadata.version, self.metadata.architecture, len(self.metadata.labels),
-                 self.profile.describe(), self.batch_size)  # with the reason for every automatic choice
+        log.info("model %s:%s: %s; sha256 %s", stamp.model_name, stamp.model_version, loaded.describe(),
+                 self.digest[:12])
+        if loaded.fixed_batch:
+            log.info("the program was exported with a fixed batch of %d: batches run at that size (padded); "
+                     "export it with torch.export.Dim('batch') for any size", loaded.fixed_batch)
+        log.info("scoring profile: %s; batch %d", self.profile.describe(), self.batch_size)  # with the reasons
 
     def score(self, files: Sequence[str]) -> list[str]:
         rows: list[str] = []
@@ -77,9 +101,8 @@ class MiniBatchScorer:
         return self._decoder.map(self._decode_one, files)
 
     def _decode_one(self, path: str):
-        pre = self.metadata.preprocessing
         try:
-            image = decode_image(path, max_pixels=self.max_pixels, min_side=pre.resize)
+            image = decode_image(path, max_pixels=self.max_pixels, min_side=self.metadata.preprocessing.short_side)
             return self.preprocess.crop(image)
         except ImageDecodeError as error:
             return error
@@ -89,11 +112,17 @@ class MiniBatchScorer:
     def _forward(self, ids: list[str], tensors: list) -> list[str]:
         # uint8 crosses to the device (a quarter of float32's bytes); normalising happens there.
         pixels = torch.stack(tensors).to(self.predictor.device, non_blocking=True)
-        labels, scores = self.predictor.predict(self.preprocess.normalize(pixels))
-        return [
-            scored_row(
-                item, label, score,
-                model_name=self.metadata.name, model_version=self.metadata.version, month=self.month,
-            )
-            for item, label, score in zip(ids, labels, scores)
-        ]
+        found = predictions(self.predictor.probabilities(self.preprocess.normalize(pixels)), self.metadata.labels,
+                            top_k=self.top_k, all_scores=self.all_scores, multi_label=self.metadata.multi_label,
+                            threshold=self.metadata.threshold)
+        rows = []
+        for item, fields in zip(ids, found):
+            if fields is None:
+                rows.append(error_row(item, ErrorType.BAD_OUTPUT, "the model's output for this image is not a "
+                                      "finite probability (nan or inf); check the model and its preprocessing"))
+                continue
+            label, score = fields.pop("label"), fields.pop("score")
+            rows.append(scored_row(item, label, score, model_name=self.stamp.model_name,
+                                   model_version=self.stamp.model_version, month=self.stamp.month, extra=fields,
+                                   model_digest=self.digest))
+        return rows

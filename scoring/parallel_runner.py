@@ -36,7 +36,7 @@ from scoring.job_settings import JobSettings, exceeds
 from scoring.merge import MergeResult, merge_rows
 from scoring.progress import describe_progress
 from scoring.reuse import KEY_FIELD, RowsCache, row_key
-from scoring.rows import ErrorType, is_error, parse_row
+from scoring.rows import MODEL_DIGEST, ErrorType, is_error, parse_row
 
 log = logging.getLogger("scoring.parallel_runner")
 
@@ -65,6 +65,8 @@ class ParallelJob:
     rows_dir: Path | None = None
     # Model, month and profile digest (`scoring.reuse.scoring_key`): rows are reused only under the same one.
     scoring_key: str = ""
+    # The sha256 of the model bytes the job's workers load: a scored row must carry it (one model per result).
+    model_digest: str | None = None
     # Called with a progress snapshot (a dict of plain values) as the job advances.
     on_progress: Callable[[dict], None] | None = None
 
@@ -237,7 +239,7 @@ class _Dispatcher:
             return
         key = row_key(item.name, item.identity, self.job.scoring_key)
         row = self.cached.get(key)
-        if row is not None and row.get("image") == item.name:
+        if row is not None and row.get("image") == item.name and self._same_model(row):
             self.rows[item.name] = row
             self.progress.reused += 1
             self._count(1, int(is_error(row)))
@@ -355,6 +357,10 @@ class _Dispatcher:
                 batch, f"run() returned a row for {strangers[0]!r}, not in its mini-batch (is --input_root right?)"
             )
             return
+        if other := next((row for row in rows if not self._same_model(row)), None):
+            self._retry_or_fail(batch, f"run() scored {other['image']!r} with model bytes "
+                                       f"{str(other.get(MODEL_DIGEST))[:12]}, not the job's {self.job.model_digest[:12]}")
+            return
         answered = {}
         for row in rows:
             answered.setdefault(row["image"], {**row, KEY_FIELD: keys[row["image"]]})
@@ -367,6 +373,10 @@ class _Dispatcher:
         log.info("mini-batch %s done: %d images, %d errors, %.2fs", batch.batch_id, len(keys), errors, seconds)
         self.progress.batches_done += 1
         self._count(len(keys), errors)
+
+    def _same_model(self, row: dict) -> bool:
+        """A scored row stands only if it was scored with the job's model bytes (error rows carry none)."""
+        return self.job.model_digest is None or is_error(row) or row.get(MODEL_DIGEST) == self.job.model_digest
 
     def _retry_or_fail(self, batch: MiniBatch, reason: str) -> None:
         self.attempts[batch.batch_id] += 1

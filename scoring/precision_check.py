@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 
 from scoring.images import ImageDecodeError, Preprocessor, decode_image
-from scoring.model_metadata import read_metadata, write_metadata
+from scoring.model import load_model
+from scoring.model_format import locate
+from scoring.model_metadata import write_metadata
 from scoring.predict import Predictor
 
 REDUCED_PRECISIONS = ("bf16", "fp16")
@@ -28,12 +30,12 @@ REDUCED_PRECISIONS = ("bf16", "fp16")
 def top1_agreement(model_dir: Path, files: Iterable[str | Path], *, device: str = "cpu",
                    precisions: Sequence[str] = REDUCED_PRECISIONS, batch_size: int = 32) -> dict[str, float]:
     """{precision: share of decodable images whose top-1 label equals fp32's}; each image decoded once."""
-    metadata = read_metadata(Path(model_dir))
+    metadata = load_model(Path(model_dir)).metadata  # the input size a program states is known once loaded
     preprocess = Preprocessor(metadata.preprocessing)
     crops = []
     for path in files:
         try:
-            crops.append(preprocess.crop(decode_image(path, min_side=metadata.preprocessing.resize)))
+            crops.append(preprocess.crop(decode_image(path, min_side=metadata.preprocessing.short_side)))
         except ImageDecodeError:
             continue  # broken files say nothing about precision
     if not crops:
@@ -44,7 +46,7 @@ def top1_agreement(model_dir: Path, files: Iterable[str | Path], *, device: str 
         found: list[str] = []
         for start in range(0, len(crops), batch_size):
             batch = torch.stack(crops[start:start + batch_size]).to(predictor.device)
-            found += predictor.predict(preprocess.normalize(batch))[0]
+            found += predictor.top1(preprocess.normalize(batch))[0]
         return found
 
     reference = labels("fp32", channels_last=False)
@@ -55,7 +57,7 @@ def top1_agreement(model_dir: Path, files: Iterable[str | Path], *, device: str 
 def record_agreement(model_dir: Path, files: Iterable[str | Path], *, device: str = "cpu") -> dict[str, float]:
     """Measure and write `precision_agreement` into the model folder's metadata; returns the new record."""
     measured = top1_agreement(model_dir, list(files), device=device)
-    metadata = read_metadata(Path(model_dir))
+    metadata = locate(Path(model_dir)).metadata  # as written, not as loaded: no labels or sizes filled in
     record = {**metadata.precision_agreement, **{k: round(v, 4) for k, v in measured.items()}}
     write_metadata(Path(model_dir), dataclasses.replace(metadata, precision_agreement=record))
     return record

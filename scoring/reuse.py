@@ -1,10 +1,11 @@
 """Exactly once, keyed on what was scored: finished rows are reused only for the same content and scoring.
 
-A row's key is a digest of the item's name and content identity (size and mtime,
-or the blob's ETag) and of the scoring key: the model (name, version and a digest
-of its weights), the month and the scoring profile. A changed file, model, month
-or profile gives another key, so its row is scored again; everything else is
-kept. The cache is a folder of JSON-lines files, each written whole, so a killed
+A row's key is a digest of the item's name and content identity (a content
+digest for a local file, the blob's ETag for a downloaded one) and of the scoring
+key: the model (registered name and version, the sha256 of the bytes the job
+loaded, its metadata), the month, the scoring profile and the outputs asked for.
+A changed file, model, month, profile or output gives another key, so its row is
+scored again; everything else is kept. The cache is a folder of JSON-lines files, each written whole, so a killed
 job loses at most the mini-batches it was running.
 """
 
@@ -16,8 +17,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from scoring.job_settings import PROFILE, JobSettings, settings_fields
-from scoring.model_metadata import WEIGHTS_FILE, read_metadata
+from scoring.job_settings import WORKER_GROUPS, JobSettings, settings_fields
+from scoring.model_snapshot import ModelSnapshot
 
 KEY_FIELD = "key"
 
@@ -31,12 +32,13 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def scoring_key(model_dir: Path, month: str, settings: JobSettings) -> str:
-    """What must be equal for a row to stand: model name, version and weights, month, scoring profile."""
-    metadata = read_metadata(Path(model_dir))
-    profile = {field.name: getattr(settings, field.name) for field in settings_fields(PROFILE)}
-    basis = {"model": [metadata.name, metadata.version], "weights": sha256_of(Path(model_dir) / WEIGHTS_FILE),
-             "month": month, "profile": profile}
+def scoring_key(model: ModelSnapshot, model_name: str, model_version: str, month: str, settings: JobSettings) -> str:
+    """What must be equal for a row to stand: the registered model and the bytes loaded for it, its metadata,
+    the month, the scoring profile and the outputs."""
+    worker_settings = {field.name: getattr(settings, field.name)
+                       for group in WORKER_GROUPS for field in settings_fields(group)}
+    basis = {"model": [model_name, model_version], "weights": model.digest, "metadata": model.metadata,
+             "month": month, "settings": worker_settings}
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()
 
 

@@ -14,6 +14,24 @@ from typing import Any
 
 PREDICTION_COLUMNS = ("image", "label", "score", "model_name", "model_version", "month")
 ERROR_COLUMNS = ("image", "error_type", "message")
+MODEL_DIGEST = "model_digest"  # what a row was scored with: the sha256 of the model's bytes (not in the CSVs)
+
+
+def prediction_columns(*, top_k: int = 1, all_scores: bool = False, multi_label: bool = False) -> tuple[str, ...]:
+    """The columns of predictions.csv for the chosen outputs: top-1 as today, then `label_2, score_2` … up to
+    `top_k`, `labels` (multi-label models: a JSON list of the classes at or above the threshold), `scores`
+    (every class's probability as a JSON object), then the model and the month."""
+    extra = [f"{column}_{rank}" for rank in range(2, top_k + 1) for column in ("label", "score")]
+    extra += ["labels"] if multi_label else []
+    extra += ["scores"] if all_scores else []
+    return (*PREDICTION_COLUMNS[:3], *extra, *PREDICTION_COLUMNS[3:])
+
+
+def columns_of(row: dict) -> tuple[str, ...]:
+    """The prediction columns a scored row implies (its top-k, multi-label and every-class fields): the job's
+    rows all carry the same fields, so the first one tells the merge which columns to write."""
+    ranks = [int(key.split("_")[1]) for key in row if key.startswith("score_")]
+    return prediction_columns(top_k=max(ranks, default=1), all_scores="scores" in row, multi_label="labels" in row)
 
 
 class ErrorType:
@@ -26,19 +44,19 @@ class ErrorType:
     TOO_LARGE = "too_large"
     UNREADABLE = "unreadable"
     UNEXPECTED = "unexpected"
+    BAD_OUTPUT = "bad_output"
     MINI_BATCH_FAILED = "mini_batch_failed"
     MISSING_RESULT = "missing_result"
 
 
-def scored_row(image: str, label: str, score: float, *, model_name: str, model_version: str, month: str) -> str:
-    return _dump({
-        "image": image,
-        "label": label,
-        "score": round(float(score), 6),
-        "model_name": model_name,
-        "model_version": model_version,
-        "month": month,
-    })
+def scored_row(image: str, label: str, score: float, *, model_name: str, model_version: str, month: str,
+               extra: dict[str, Any] | None = None, model_digest: str | None = None) -> str:
+    """A scored item's row; `extra`: the top-k, multi-label and every-class fields (`scoring.predict`)."""
+    row = {"image": image, "label": label, "score": round(float(score), 6), **(extra or {}),
+           "model_name": model_name, "model_version": model_version, "month": month}
+    if model_digest:
+        row[MODEL_DIGEST] = model_digest
+    return _dump(row)
 
 
 def error_row(image: str, error_type: str, message: str) -> str:

@@ -220,6 +220,10 @@ class FakeWorkspace:
         if match := re.fullmatch(re.escape(WS) + r"/computes/([^/]+)", path):
             compute = self.computes.get(match[1])
             return (200, compute, {}) if compute else (*error(404, "NotFound", f"compute {match[1]} not found"), {})
+        if match := re.fullmatch(re.escape(WS) + r"/models/([^/]+)/versions/([^/]+)", path):
+            found = self.assets.get(("models", match[1], match[2]))
+            return (200, found, {}) if found else (*error(404, "UserError", f"model {match[1]}:{match[2]} "
+                                                                            "not found"), {})
         if match := re.fullmatch(re.escape(WS) + r"/data/([^/]+)/versions/([^/]+)", path):
             key = (match[1], match[2])
             if method == "PUT":

@@ -21,7 +21,8 @@ def test_bench_reports_every_figure(tmp_path, model_dir):
     last_line = json.loads(result.stdout.strip().splitlines()[-1])
     assert last_line == json.loads(out.read_text())
     for key in ("naive_img_s", "pipeline_img_s", "decode_img_s", "forward_img_s", "ceiling_img_s",
-                "peak_rss_mb_12", "peak_rss_mb_24", "dag_job_img_s", "cli_defaults_img_s"):
+                "peak_rss_mb_12", "peak_rss_mb_24", "dag_job_img_s", "cli_defaults_img_s", "pipeline_pt2_img_s",
+                "pt2_over_pipeline"):
         assert last_line[key] > 0, key
     assert last_line["dag_job"]["inputs"] == last_line["dag_job"]["scored"] == 12
     assert 0 < last_line["dag_job"]["job_log_lines"] < 40 and last_line["dag_job"]["job_log_bytes_per_image"] > 0

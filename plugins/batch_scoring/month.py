@@ -11,21 +11,10 @@ form wins over both.
 from __future__ import annotations
 
 import datetime as dt
-import re
+
+from scoring.month import MONTH_PATTERN, MONTH_SCHEMA, InvalidMonth, validate_month  # noqa: F401 - re-exported
 
 MONTHLY_DAG_ID = "monthly_batch_scoring"  # the DAG whose runs this rule maps to months (and are noted with them)
-MONTH_PATTERN = r"^\d{4}(0[1-9]|1[0-2])$"
-_MONTH = re.compile(MONTH_PATTERN)
-
-
-class InvalidMonth(ValueError):
-    pass
-
-
-def validate_month(value: object) -> str:
-    if not isinstance(value, str) or not _MONTH.match(value):
-        raise InvalidMonth(f"invalid month {value!r}: expected YYYYMM, e.g. 202610")
-    return value
 
 
 def month_of(moment: dt.datetime) -> str:

@@ -24,6 +24,7 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -115,8 +116,8 @@ def _csv_images(path: Path, chunk_rows: int) -> Callable[[], Iterator[str]]:
 
 def _check_header(path: Path, expected: tuple[str, ...]) -> None:
     header = tuple(pd.read_csv(path, nrows=0, dtype=str, encoding="utf-8").columns)
-    if header[: len(expected)] != expected:
-        raise ValidationFailed(f"{path.name} has columns {list(header)}, expected {list(expected)} first")
+    if header != expected:
+        raise ValidationFailed(f"{path.name} has columns {list(header)}, expected {list(expected)}")
 
 
 def _scan(path: Path, expected: tuple[str, ...], check_rows: Callable[[pd.DataFrame], None],
@@ -140,19 +141,34 @@ def _scan(path: Path, expected: tuple[str, ...], check_rows: Callable[[pd.DataFr
 
 
 def validate_outputs(folder: Path, input_items: Iterable[str], *, month: str, model_name: str,
-                     model_version: str, chunk_rows: int = CHUNK_ROWS) -> MonthOutputs:
+                     model_version: str, columns: tuple[str, ...] = PREDICTION_COLUMNS,
+                     chunk_rows: int = CHUNK_ROWS) -> MonthOutputs:
     """Raise `ValidationFailed` with one line naming the first broken rule; else return the counts.
 
-    `input_items` may be iterated twice (the second time only to name missing images)."""
+    `columns`: predictions.csv's columns for the outputs the run asked for (top-k, multi-label, every class's
+    score). `input_items` may be iterated twice (the second time only to name missing images)."""
     model_version = str(model_version)
+    ranks = [column for column in columns if re.fullmatch(r"score(_[0-9]+)?", column)]  # score, score_2, ...
 
     def check_predictions(chunk: pd.DataFrame) -> None:
-        scores = pd.to_numeric(chunk["score"], errors="coerce")
-        if (bad := chunk[~scores.between(0.0, 1.0)]).size:
-            row = bad.iloc[0]
-            raise ValidationFailed(f"score {row['score']!r} of {row['image']!r} is not a probability in [0, 1]")
-        if (bad := chunk[chunk["label"] == ""]).size:
-            raise ValidationFailed(f"{bad.iloc[0]['image']!r} has an empty label")
+        previous = None
+        for column in ranks:
+            scores = pd.to_numeric(chunk[column], errors="coerce")
+            if (bad := chunk[~scores.between(0.0, 1.0)]).size:
+                row = bad.iloc[0]
+                raise ValidationFailed(f"{column} {row[column]!r} of {row['image']!r} is not a probability in [0, 1]")
+            if previous is not None and (bad := chunk[scores > previous + 1e-9]).size:
+                raise ValidationFailed(f"{bad.iloc[0]['image']!r}: {column} is above the score before it; top-k "
+                                       "classes must come best first")
+            previous = scores
+            label = column.replace("score", "label")
+            if (bad := chunk[chunk[label] == ""]).size:
+                raise ValidationFailed(f"{bad.iloc[0]['image']!r} has an empty {label}")
+        for column, kind in (("labels", list), ("scores", dict)):
+            if column in chunk:
+                for image, text in zip(chunk["image"], chunk[column]):
+                    if not isinstance(_json_or_none(text), kind):
+                        raise ValidationFailed(f"{column} of {image!r} is not a JSON {kind.__name__}: {text[:60]!r}")
         if (bad := chunk[chunk["month"] != month]).size:
             row = bad.iloc[0]
             raise ValidationFailed(f"{row['image']!r} has month {row['month']!r}, expected {month!r}")
@@ -165,7 +181,7 @@ def validate_outputs(folder: Path, input_items: Iterable[str], *, month: str, mo
         if (bad := chunk[(chunk["error_type"] == "") | (chunk["message"] == "")]).size:
             raise ValidationFailed(f"error row of {bad.iloc[0]['image']!r} has no error_type or message")
 
-    scored = _scan(folder / PREDICTIONS_FILE, PREDICTION_COLUMNS, check_predictions, chunk_rows)
+    scored = _scan(folder / PREDICTIONS_FILE, tuple(columns), check_predictions, chunk_rows)
     failed = _scan(folder / ERRORS_FILE, ERROR_COLUMNS, check_errors, chunk_rows)
     scored_count, failed_count = int(scored.size), int(failed.size)
     outputs = np.concatenate([scored, failed])
@@ -190,6 +206,13 @@ def validate_outputs(folder: Path, input_items: Iterable[str], *, month: str, mo
     if inputs.size and not scored_count:
         raise ValidationFailed(f"none of the {inputs.size} input images was scored; see errors.csv and the job log")
     return MonthOutputs(inputs=int(inputs.size), scored=scored_count, errors=failed_count)
+
+
+def _json_or_none(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def build_manifest(folder: Path, counts: MonthOutputs, *, published_at: dt.datetime | None = None,

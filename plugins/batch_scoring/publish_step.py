@@ -25,21 +25,24 @@ from batch_scoring.publish import (
 )
 from batch_scoring.report import REPORT_FILE, summarize, write_report
 from scoring.blob_location import BlobFolder
+from scoring.rows import PREDICTION_COLUMNS
 
 log = logging.getLogger(__name__)
 
 
 def publish_scored_month(*, workspace, images, predictions, month: str, job: dict[str, Any], model_name: str,
                          model_version: str, run_id: str | None = None,
-                         drift_threshold: float = DEFAULT_PSI_THRESHOLD) -> dict[str, Any]:
+                         drift_threshold: float = DEFAULT_PSI_THRESHOLD,
+                         columns: tuple[str, ...] = PREDICTION_COLUMNS) -> dict[str, Any]:
     """Publish the outputs of the completed `job` (the wait task's event) for `month`; returns the manifest.
 
-    `workspace`: the Azure ML hook (its `download_outputs`); `images`, `predictions`: container clients."""
+    `workspace`: the Azure ML hook (its `download_outputs`); `images`, `predictions`: container clients;
+    `columns`: predictions.csv's columns for the outputs the run asked for (`scoring.rows.prediction_columns`)."""
     job_name = job["job_name"]
     with tempfile.TemporaryDirectory(prefix=f"scoring-{month}-") as scratch:
         folder = workspace.download_outputs(job_name, Path(scratch))
         counts = validate_outputs(folder, MonthListing(images, month), month=month, model_name=model_name,
-                                  model_version=model_version)
+                                  model_version=model_version, columns=columns)
         summary = summarize(folder)
         previous_month = month_before(month)
         previous = read_manifest(predictions, previous_month)

@@ -6,25 +6,31 @@ row, a name with `slow` takes FAULT_ENTRY_SLOW_S seconds (default 1). Every init
 """
 
 import argparse
+import hashlib
 import os
 import time
 from pathlib import Path
 
 from scoring.items import image_id
+from scoring.model_format import locate
 from scoring.rows import error_row, scored_row
 
 _args = None
+_digest = None  # of the job's model copy, as a real entry's rows carry it
 
 
 def init():
-    global _args
+    global _args, _digest
     parser = argparse.ArgumentParser()
     parser.add_argument("--input_root")
+    parser.add_argument("--model_dir")
     parser.add_argument("--state")
     parser.add_argument("--fail_init", action="store_true")
     _args, _ = parser.parse_known_args()
     if _args.fail_init:
         raise RuntimeError("model folder is missing")
+    if _args.model_dir:
+        _digest = hashlib.sha256(locate(Path(_args.model_dir)).path.read_bytes()).hexdigest()
     with open(Path(_args.state) / "inits.log", "a") as log:
         log.write(f"{os.getpid()}\n")
 
@@ -52,5 +58,6 @@ def run(mini_batch):
         if name.startswith("bad"):
             rows.append(error_row(item, "corrupt", f"{name} is broken"))
         else:
-            rows.append(scored_row(item, "circle", 0.9, model_name="m", model_version="1", month="202610"))
+            rows.append(scored_row(item, "circle", 0.9, model_name="m", model_version="1", month="202610",
+                                   model_digest=_digest))
     return rows

@@ -116,7 +116,7 @@ def test_missing_file_is_unreadable(tmp_path):
 
 
 def test_preprocessor_uses_the_metadata_constants(tmp_path):
-    preprocessing = Preprocessing(resize=40, crop=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    preprocessing = Preprocessing(resize=40, input_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     tensor = Preprocessor(preprocessing)(Image.new("RGB", (90, 60), (255, 0, 0)))
     assert tuple(tensor.shape) == (3, 32, 32)
     assert tensor[0].min().item() == pytest.approx(1.0) and tensor[1].max().item() == pytest.approx(-1.0)
@@ -141,7 +141,7 @@ def test_an_unexpected_exception_in_one_file_costs_that_file_only(tmp_path, mode
     import json
 
     from scoring import mini_batch
-    from scoring.mini_batch import MiniBatchScorer
+    from scoring.mini_batch import MiniBatchScorer, Stamp
 
     for name in ("a.jpg", "boom.jpg", "c.jpg"):
         (tmp_path / name).write_bytes(image_bytes("JPEG"))
@@ -153,7 +153,7 @@ def test_an_unexpected_exception_in_one_file_costs_that_file_only(tmp_path, mode
         return real_decode(path, **kwargs)
 
     monkeypatch.setattr(mini_batch, "decode_image", decode)
-    scorer = MiniBatchScorer(model_dir=model_dir, month="202610", input_root=str(tmp_path))
+    scorer = MiniBatchScorer(model_dir=model_dir, stamp=Stamp("m", "1", "202610"), input_root=str(tmp_path))
     rows = {row["image"]: row for row in map(json.loads, scorer.score([str(tmp_path / n) for n in
                                                                         ("a.jpg", "boom.jpg", "c.jpg")]))}
     assert rows["boom.jpg"]["error_type"] == "unexpected"

@@ -11,6 +11,7 @@ from scoring.entry import parse_arguments
 from scoring.job_settings import (
     LOCAL,
     LOGGING_LEVELS,
+    OUTPUTS,
     PARALLEL,
     PROFILE,
     JobSettings,
@@ -41,7 +42,7 @@ def test_the_trigger_form_has_one_param_per_setting_with_the_same_default_and_bo
     assert schemas["logging_level"][1]["enum"] == list(LOGGING_LEVELS)
     assert schemas["error_threshold"][1]["minimum"] == -1
     assert schemas["compile"][1]["type"] == "boolean"
-    assert {schema["section"] for _default, schema in schemas.values()} == {PARALLEL, PROFILE, LOCAL}
+    assert {schema["section"] for _default, schema in schemas.values()} == {PARALLEL, PROFILE, OUTPUTS, LOCAL}
 
 
 def test_the_entry_script_reads_back_every_profile_setting_the_job_passes():
@@ -51,29 +52,30 @@ def test_the_entry_script_reads_back_every_profile_setting_the_job_passes():
     assert parsed == settings
 
 
-def test_program_arguments_carry_exactly_the_profile_and_the_workers_per_node():
+def test_program_arguments_carry_exactly_the_profile_the_outputs_and_the_workers_per_node():
     names = {arg[2:].removeprefix("no-") for arg in JobSettings().program_arguments() if arg.startswith("--")}
-    assert names == {field.name for field in settings_fields(PROFILE)} | {"max_concurrency_per_instance"}
+    assert names == ({field.name for field in settings_fields(PROFILE)} | {field.name for field in
+                     settings_fields(OUTPUTS)} | {"max_concurrency_per_instance"})
 
 
 def test_a_new_field_reaches_every_consumer(monkeypatch):
     """What 'one place' buys: a setting added to the dataclass shows in the form, the CLI and the job's arguments."""
     extended = dataclasses.make_dataclass(
-        "Extended", [("top_k", int, dataclasses.field(default=1, metadata={
+        "Extended", [("labels_per_image", int, dataclasses.field(default=1, metadata={
             "help": "labels per image", "group": PROFILE, "minimum": 1, "choices": None}))], bases=(JobSettings,),
         frozen=True)
     for field in dataclasses.fields(extended):
-        if field.name == "top_k":
+        if field.name == "labels_per_image":
             field.type = "int"  # as `from __future__ import annotations` spells it in the real module
     monkeypatch.setattr("scoring.job_settings.JobSettings", extended)
-    assert param_schemas()["top_k"] == (1, {"title": "top_k", "description": "labels per image",
+    assert param_schemas()["labels_per_image"] == (1, {"title": "labels_per_image", "description": "labels per image",
                                             "section": PROFILE, "type": "integer", "minimum": 1})
     parser = argparse.ArgumentParser()
     add_cli_options(parser)
-    assert parser.parse_args(["--top_k", "3"]).top_k == 3
-    assert "--top_k" in extended().program_arguments()
-    with pytest.raises(JobSettingsError, match="top_k=0 must be an integer >= 1"):
-        extended(top_k=0)
+    assert parser.parse_args(["--labels_per_image", "3"]).labels_per_image == 3
+    assert "--labels_per_image" in extended().program_arguments()
+    with pytest.raises(JobSettingsError, match="labels_per_image=0 must be an integer >= 1"):
+        extended(labels_per_image=0)
 
 
 @pytest.mark.parametrize("values, message", [

@@ -93,7 +93,7 @@ def test_a_checked_model_scores_in_bf16_where_the_node_has_it(tmp_path, model_di
     """The scorer resolves `auto` with the model's record and the node's capabilities, then scores with it."""
     import shutil
 
-    from scoring.mini_batch import MiniBatchScorer
+    from scoring.mini_batch import MiniBatchScorer, Stamp
     from support import image_bytes
 
     checked = tmp_path / "model"
@@ -101,7 +101,7 @@ def test_a_checked_model_scores_in_bf16_where_the_node_has_it(tmp_path, model_di
     metadata = json.loads((checked / "metadata.json").read_text())
     (checked / "metadata.json").write_text(json.dumps({**metadata, "precision_agreement": CHECKED}))
     (tmp_path / "a.png").write_bytes(image_bytes("PNG"))
-    scorer = MiniBatchScorer(model_dir=checked, month="202610", input_root=str(tmp_path),
+    scorer = MiniBatchScorer(model_dir=checked, stamp=Stamp("m", "1", "202610"), input_root=str(tmp_path),
                              settings=JobSettings(max_concurrency_per_instance=8), capabilities=CPU_BF16)
     assert (scorer.profile.precision, scorer.profile.channels_last, scorer.batch_size) == ("bf16", True, 32)
     row = json.loads(scorer.score([str(tmp_path / "a.png")])[0])

@@ -29,8 +29,11 @@ from batch_scoring.backends.base import (
     JobAlreadyExists,
     JobInfo,
     JobStatus,
+    ModelDescription,
+    ModelRefused,
     ScoringJobSpec,
     attempt_name,
+    describe_model_file,
 )
 from scoring.job_settings import AUTO, PARALLEL, JobSettings, settings_fields
 from scoring.merge import PREDICTIONS_FILE
@@ -142,7 +145,8 @@ def build_pipeline_job(spec: ScoringJobSpec, *, code_dir: Path, environment: Any
             entry_script="scoring/entry.py",
             program_arguments=(
                 f"--model_dir ${{{{inputs.model}}}} --input_root ${{{{inputs.images}}}} --month {spec.month} "
-                + shlex.join(settings.program_arguments())
+                + shlex.join(["--model_name", spec.model_name, "--model_version", spec.model_version,
+                              *settings.program_arguments()])
             ),
             environment=environment,
             append_row_to="${{outputs.rows}}",
@@ -237,6 +241,33 @@ class AzureMLBackend:
                  description=f"images of month {asset.version}")
         )
         return asset
+
+    def describe_model(self, name: str, version: str) -> ModelDescription:
+        """The registered model, downloaded to a scratch folder and read (never unpickled): a missing version or a
+        format the job refuses fails the run before any compute is touched."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        from scoring.model_format import locate
+        from scoring.model_metadata import ModelFolderError
+
+        try:
+            model = self.client.models.get(name=name, version=version)
+        except ResourceNotFoundError:
+            raise ModelRefused(f"model {name}:{version} is not registered in the workspace (Models): register it "
+                               "with az ml model create, or fix the run's model_name/model_version") from None
+        if _plain(getattr(model, "type", None)) not in ("custom_model", None):
+            raise ModelRefused(f"model {name}:{version} is registered as {_plain(model.type)}, not custom_model: "
+                               "register the model file or folder as a custom model")
+        with tempfile.TemporaryDirectory(prefix="batch-scoring-model-") as scratch:
+            self.client.models.download(name=name, version=version, download_path=scratch)
+            # The SDK writes <download_path>/<name>/<the registered file or folder>.
+            root = Path(scratch) / name
+            entries = list(root.iterdir()) if root.is_dir() else []
+            target = entries[0] if len(entries) == 1 else root
+            try:
+                return describe_model_file(name, version, locate(target))
+            except ModelFolderError as error:
+                raise ModelRefused(f"model {name}:{version}: {error}") from None
 
     def submit_job(self, spec: ScoringJobSpec) -> JobInfo:
         from azure.core.exceptions import HttpResponseError, ResourceNotFoundError

@@ -65,6 +65,10 @@ class BackendError(RuntimeError):
     """A request the workspace refused; the message is one actionable line."""
 
 
+class ModelRefused(BackendError):
+    """The model name/version is not registered, or holds a format the job refuses: no retry can change that."""
+
+
 class JobAlreadyExists(BackendError):
     """Another submitter created a job of that name first (two runs of one month racing)."""
 
@@ -84,6 +88,30 @@ class ComputeSpec:
     max_instances: int = 2
     tier: str = "low_priority"
     idle_time_before_scale_down: int = 120
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDescription:
+    """What the workspace holds under a model name and version, as far as the DAG must know before scoring."""
+
+    name: str
+    version: str
+    format: str  # scoring.model_metadata.FORMATS
+    file: str
+    multi_label: bool = False
+    labels: int | None = None  # how many the metadata names (None: class indices, known once loaded)
+
+    def describe(self) -> str:
+        labels = f"{self.labels} labels" if self.labels else "labels from the model's outputs"
+        return f"model {self.name}:{self.version}: {self.format} ({self.file}), {labels}" + \
+            (", multi-label" if self.multi_label else "")
+
+
+def describe_model_file(name: str, version: str, found) -> ModelDescription:
+    """A located model file (`scoring.model_format.locate`) as a description."""
+    metadata = found.metadata
+    return ModelDescription(name=name, version=version, format=found.format, file=found.path.name,
+                            multi_label=metadata.multi_label, labels=len(metadata.labels) if metadata.labels else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +148,10 @@ class ScoringBackend(Protocol):
     def ensure_compute(self, spec: ComputeSpec) -> dict[str, Any]: ...
 
     def register_data_asset(self, asset: DataAsset) -> DataAsset: ...
+
+    def describe_model(self, name: str, version: str) -> ModelDescription:
+        """The registered model `name:version`; ModelRefused in one line when it is missing or refused."""
+        ...
 
     def submit_job(self, spec: ScoringJobSpec) -> JobInfo: ...
 

@@ -25,8 +25,11 @@ from batch_scoring.backends.base import (
     JobAlreadyExists,
     JobInfo,
     JobStatus,
+    ModelDescription,
+    ModelRefused,
     ScoringJobSpec,
     attempt_number,
+    describe_model_file,
 )
 
 # How long a job's read-only signature of its month's container is valid: the wait's default deadline.
@@ -88,17 +91,23 @@ class LocalBackend:
         write_json(path, {"name": asset.name, "version": asset.version, "path": asset.path, "type": "uri_folder"})
         return asset
 
+    def describe_model(self, name: str, version: str) -> ModelDescription:
+        from localml.models import registered_model
+        from scoring.model_metadata import ModelFolderError
+
+        try:
+            return describe_model_file(name, version, registered_model(self.workspace, name, version))
+        except (ModelFolderError, WorkspaceError) as error:
+            raise ModelRefused(str(error)) from None
+
     def submit_job(self, spec: ScoringJobSpec) -> JobInfo:
         registered = read_json(self.workspace.data_asset_file(spec.data_asset_name, spec.data_asset_version))
         if registered is None:
             raise BackendError(f"data asset {spec.data_asset_name}:{spec.data_asset_version} is not registered")
         if read_json(self.workspace.compute_file(spec.compute)) is None:
             raise BackendError(f"compute {spec.compute!r} does not exist; run the ensure-compute step first")
+        self.describe_model(spec.model_name, spec.model_version)  # registered, in a format the job loads
         model_dir = self.workspace.model_dir(spec.model_name, spec.model_version)
-        if not (model_dir / "metadata.json").is_file():
-            raise BackendError(
-                f"model {spec.model_name}:{spec.model_version} is not registered in {self.workspace.root / 'models'}"
-            )
         container, prefix = parse_datastore_path(registered["path"])
         job_spec = {
             "month": spec.month,
@@ -108,8 +117,9 @@ class LocalBackend:
             "entry_script": "scoring/entry.py",
             "model_dir": str(model_dir),
             "month_dir": str(self.workspace.month_dir(container, prefix)),
-            "program_arguments": ["--model_dir", str(model_dir), "--month", spec.month,
-                                  *spec.settings.program_arguments()],
+            # The job process copies the model into its own folder once and points --model_dir at the copy.
+            "program_arguments": ["--model_name", spec.model_name, "--model_version", spec.model_version,
+                                  "--month", spec.month, *spec.settings.program_arguments()],
             "settings": spec.settings.to_dict(),
             "compute": spec.compute,
             "model": {"name": spec.model_name, "version": spec.model_version},

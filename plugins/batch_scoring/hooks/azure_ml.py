@@ -18,7 +18,14 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-from batch_scoring.backends.base import ComputeSpec, DataAsset, JobInfo, ScoringBackend, ScoringJobSpec
+from batch_scoring.backends.base import (
+    ComputeSpec,
+    DataAsset,
+    JobInfo,
+    ModelDescription,
+    ScoringBackend,
+    ScoringJobSpec,
+)
 
 LOCAL_BACKEND = "local"
 
@@ -83,6 +90,9 @@ class AzureMLHook(BaseHook):
 
     def register_data_asset(self, asset: DataAsset) -> DataAsset:
         return self.backend.register_data_asset(asset)
+
+    def describe_model(self, name: str, version: str) -> ModelDescription:
+        return self.backend.describe_model(name, version)
 
     def submit_job(self, spec: ScoringJobSpec) -> JobInfo:
         return self.backend.submit_job(spec)

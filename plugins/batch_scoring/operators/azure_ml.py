@@ -6,6 +6,7 @@ on a real workspace or on the embedded default.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
 from airflow.sdk.configuration import conf
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow.sdk.execution_time.xcom import XCom
 
 from batch_scoring.attempts import (
@@ -26,7 +27,7 @@ from batch_scoring.attempts import (
     spec_from_dict,
     spec_to_dict,
 )
-from batch_scoring.backends.base import FAILURE_STATES, ComputeSpec, DataAsset, ScoringJobSpec
+from batch_scoring.backends.base import FAILURE_STATES, ComputeSpec, DataAsset, ModelRefused, ScoringJobSpec
 from batch_scoring.hooks.azure_ml import AzureMLHook
 from batch_scoring.month import validate_month
 from batch_scoring.triggers.azure_ml import (
@@ -78,6 +79,38 @@ class _AzureMLOperator(BaseOperator):
             return ensure_job(self.hook, wanted, self.log)
         except AttemptConflict as error:
             raise AzureMLJobFailed(str(error)) from None
+
+
+class AzureMLCheckModelOperator(_AzureMLOperator):
+    """Check that the registered model exists in a format the job loads, before any compute or job is touched.
+
+    Fails at once, without retries, in one line when the model name or version is not registered, is a whole
+    pickled model (the job never unpickles code), or has fewer classes than `top_k` asks for. Returns the
+    model's description (format, file, labels, multi-label), which the publish step's validation uses.
+
+    :param model_name: registered model name.
+    :param model_version: registered model version.
+    :param top_k: classes per image the run asks for (a model with fewer named classes is refused).
+    """
+
+    template_fields: Sequence[str] = ("model_name", "model_version", "top_k")
+
+    def __init__(self, *, model_name: str, model_version: str, top_k: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.model_version = model_version
+        self.top_k = top_k
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        try:
+            model = self.hook.describe_model(str(self.model_name), str(self.model_version))
+        except ModelRefused as error:
+            raise AirflowFailException(str(error)) from None  # retrying cannot register a model
+        if model.labels is not None and int(self.top_k) > model.labels:
+            raise AirflowFailException(f"top_k={self.top_k} but model {model.name}:{model.version} has "
+                                       f"{model.labels} classes")
+        self.log.info("%s", model.describe())
+        return dataclasses.asdict(model)
 
 
 class AzureMLEnsureComputeOperator(_AzureMLOperator):

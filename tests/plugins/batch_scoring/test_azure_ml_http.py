@@ -74,6 +74,15 @@ def test_a_missing_job_is_a_404_the_backend_names(backend):
         backend.get_job("nope")
 
 
+def test_a_model_version_the_registry_does_not_hold_is_refused_in_one_line(workspace, backend):
+    from batch_scoring.backends.base import ModelRefused
+
+    with pytest.raises(ModelRefused) as caught:
+        backend.describe_model("shapes-classifier", "7")
+    assert str(caught.value).startswith("model shapes-classifier:7 is not registered in the workspace")
+    assert ("GET", f"{WS}/models/shapes-classifier/versions/7", None) in workspace.requests
+
+
 def test_attempts_are_probed_until_the_first_404(workspace, backend):
     workspace.add_job("m", "Failed")
     workspace.add_job("m-r1", "Canceled")

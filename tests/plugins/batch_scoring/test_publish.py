@@ -61,6 +61,32 @@ def test_each_broken_rule_is_named_in_one_line(tmp_path, predictions, errors, in
     assert "\n" not in str(caught.value)
 
 
+WIDE_COLUMNS = ("image", "label", "score", "label_2", "score_2", "labels", "scores", "model_name", "model_version",
+                "month")
+WIDE = 'a.jpg,cat,0.7,dog,0.2,"[""cat""]","{""cat"": 0.7, ""dog"": 0.2, ""bird"": 0.1}",m,1,202610\n'
+
+
+def _validate_wide(tmp_path, row):
+    folder = _outputs(tmp_path, [row], [], header=",".join(WIDE_COLUMNS) + "\n")
+    return validate_outputs(folder, ["a.jpg"], month="202610", model_name="m", model_version="1",
+                            columns=WIDE_COLUMNS)
+
+
+def test_top_k_multi_label_and_every_class_columns_pass_validation(tmp_path):
+    assert _validate_wide(tmp_path, WIDE).scored == 1
+
+
+@pytest.mark.parametrize("row, message", [
+    (WIDE.replace("dog,0.2", "dog,0.9"), "above the score before it"),
+    (WIDE.replace("dog,0.2", "dog,1.2"), "score_2 '1.2'.*not a probability"),
+    (WIDE.replace('"[""cat""]"', "cat"), "labels of 'a.jpg' is not a JSON list"),
+    (WIDE.replace('"{""cat"": 0.7, ""dog"": 0.2, ""bird"": 0.1}"', "0.7"), "scores of 'a.jpg' is not a JSON dict"),
+])
+def test_a_broken_top_k_labels_or_scores_field_is_named(tmp_path, row, message):
+    with pytest.raises(ValidationFailed, match=message):
+        _validate_wide(tmp_path, row)
+
+
 def test_wrong_column_order_is_refused(tmp_path):
     folder = _outputs(tmp_path, ["circle,a.jpg,0.9,m,1,202610\n"], [],
                       header="label,image,score,model_name,model_version,month\n")

@@ -31,7 +31,7 @@ def test_a_bad_month_is_noted_with_the_reason_and_a_persons_note_is_kept():
     run = _run(conf={"month": "2026-13"})
     on_dag_run_running(run, "started")
     assert run.conf == {"month": "2026-13"}
-    assert run.note == "no month: invalid month '2026-13': expected YYYYMM, e.g. 202610"
+    assert run.note == "no month: invalid month '2026-13': expected YYYYMM, six digits, e.g. 202610 for October 2026"
     run = _run(note="rerun after the storage outage")
     on_dag_run_running(run, "started")
     assert run.note == "rerun after the storage outage" and run.conf == {"month": "202610"}
