@@ -19,10 +19,8 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from scoring.model import PROGRAM_FILE, build_model, load_model
 from scoring.model_metadata import (
     INTERPOLATIONS,
     METADATA_FILE,
@@ -36,6 +34,11 @@ from scoring.model_metadata import (
     write_metadata,
 )
 
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where it is used: `python -m scoring` builds this command's options for every command, and
+# `score`'s main process (and `--help`) must not pay torch's import time and memory.
 log = logging.getLogger(__name__)
 SAMPLES = 4  # random images the outputs are compared on, besides --check_images
 DEFAULT_TOLERANCE = 1e-4
@@ -130,6 +133,10 @@ def _metadata(args: argparse.Namespace) -> ModelMetadata:
 
 def load_original(args: argparse.Namespace) -> torch.nn.Module:
     """The model as the user has it, in eval mode on the CPU."""
+    import torch
+
+    from scoring.model import build_model
+
     if args.pickled:
         if not args.trust_pickled_code:
             raise ImportFailed(f"{args.pickled} is a pickle: loading it runs the code it names. If you trust the "
@@ -181,6 +188,10 @@ class ImportResult:
 def import_model(original: torch.nn.Module, metadata: ModelMetadata, out: Path, *,
                  tolerance: float = DEFAULT_TOLERANCE, images=()) -> ImportResult:
     """Export `original` to `out/model.pt2` with `metadata.json`; checks outputs on random inputs and `images`."""
+    import torch
+
+    from scoring.model import PROGRAM_FILE, load_model
+
     side = metadata.preprocessing.side
     example = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0))
     program = export(original, example)
@@ -205,6 +216,8 @@ def import_model(original: torch.nn.Module, metadata: ModelMetadata, out: Path, 
 
 def export(module: torch.nn.Module, example: torch.Tensor):
     """A `torch.export` program of `module` whose batch dimension is dynamic."""
+    import torch
+
     try:
         if isinstance(module, torch.jit.ScriptModule):
             # torch.export does not take a ScriptModule; PyTorch's converter turns one into a program, whose
@@ -221,6 +234,8 @@ def export(module: torch.nn.Module, example: torch.Tensor):
 
 def _samples(metadata: ModelMetadata, side: int, images) -> tuple[torch.Tensor, list[Path]]:
     """Random inputs, plus the first images of `images` preprocessed as the job does."""
+    import torch
+
     from scoring.images import ImageDecodeError, Preprocessor, decode_image
 
     batch = [torch.randn(SAMPLES, 3, side, side, generator=torch.Generator().manual_seed(1))]

@@ -212,3 +212,11 @@ def test_a_model_file_changed_in_place_rescores_every_row(tmp_path, model_dir):
     again = _cli("score", *common)
     assert again.returncode == 0, again.stderr
     assert "(0 rows reused)" in again.stderr  # the key holds the model bytes: nothing of the old model stands
+
+
+def test_the_cli_builds_its_commands_without_importing_torch():
+    # score's main process only plans and merges: torch's import time and memory belong to the workers
+    probe = "import sys; import scoring.cli as cli; cli.build_parser(); print(sorted({'torch'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
