@@ -10,7 +10,8 @@ through the job the submit operator builds with the DAG's default form values),
 cli_defaults_img_s (the CLI with no tuning flag: the same defaults, a local folder),
 decode_img_s and forward_img_s (each alone, all cores), ceiling_img_s (CPU:
 1/(1/decode + 1/forward), the two share the cores; GPU: min of the two, they overlap),
-peak RSS of whole job process trees for the small and the large set, the profile
+peak RSS of whole job process trees for the small and the large set, the job's main
+process alone at 10,000 and 1,000,000 zero-byte inputs (`bench.flat_memory`), the profile
 `auto` chose and its top-1 agreement with fp32 on the demo sample month.
 """
 
@@ -246,6 +247,8 @@ def main() -> int:
                         help="size of the benchmark set; 2,000 by default so that the ~2 s of worker start-up is not most of the run")
     parser.add_argument("--large", type=int, default=10000, help="size of the set whose peak RSS is compared")
     parser.add_argument("--rss-images", type=int, default=1000, help="the smaller set of the memory comparison")
+    parser.add_argument("--flat-small", type=int, default=10_000, help="inputs of the main-process memory baseline")
+    parser.add_argument("--flat-large", type=int, default=1_000_000, help="inputs compared with that baseline")
     parser.add_argument("--state", type=Path, default=STATE, help="where generated images and models are kept")
     parser.add_argument("--naive-images", type=int, default=200, help="images timed for the naive loop")
     parser.add_argument("--validation-rows", type=int, default=1_000_000,
@@ -312,6 +315,10 @@ def main() -> int:
     pipeline_large, rss_large, large_counts = run_pipeline(large, model_dir, settings)
     print(f"pipeline {args.large}: {pipeline_large:.1f} img/s, peak RSS {rss_large:.0f} MB {large_counts}", flush=True)
 
+    from bench.flat_memory import measure as measure_flat_memory
+
+    flat_memory = measure_flat_memory(state, model_dir, args.flat_small, args.flat_large)
+
     device_name = torch.cuda.get_device_name() if device == "cuda" else f"{os.cpu_count()}-core CPU"
     result = {
         "naive_img_s": round(naive, 1),
@@ -333,6 +340,7 @@ def main() -> int:
         f"peak_rss_mb_{_size(args.rss_images)}": round(rss_1k),
         f"peak_rss_mb_{_size(args.large)}": round(rss_large),
         "rss_growth": round(rss_large / rss_1k, 3),
+        "main_process_memory": flat_memory,
         "publish_checks": validation,
         "device": device_name,
         "model": args.model,

@@ -19,10 +19,11 @@ taken from scoring. The SDK still builds the SAS (account key or user delegation
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -34,17 +35,17 @@ from xml.etree import ElementTree
 import urllib3
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContainerSasPermissions, generate_container_sas
-from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_exponential
+from tenacity import RetryError, Retrying, retry_if_exception, wait_exponential
 
 from scoring.blob_location import unsigned_url
 from scoring.items import InputItem, StorageUnavailable, decode_name, encode_name, walk_folder
 from scoring.rows import ErrorType
-from scoring.transient import TransientStatus, is_transient, is_transient_status
+from scoring.transient import OutageClock, TransientStatus, is_transient, is_transient_status
 
 log = logging.getLogger(__name__)
 
 STORAGE_ENV = "AZURE_STORAGE_CONNECTION_STRING"
-ETAGS_FILE = ".etags.json"
+ETAGS_FILE = ".etags.sqlite"
 # Errors of the local disk as a whole: the job fails with them rather than listing every file.
 _DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 # Our own retries, bounded by the outage time, are the only ones: the SDK's wait 15 s and more between tries.
@@ -72,11 +73,12 @@ class SignedReader:
                                          timeout=urllib3.Timeout(connect=CLIENT_OPTIONS["connection_timeout"],
                                                                  read=CLIENT_OPTIONS["read_timeout"]))
 
-    def read_into(self, blob_name: str, etag: str, stream: BinaryIO) -> None:
-        """Write the blob's bytes to `stream`; raises BlobGone when it was deleted or changed since listing."""
+    def read_into(self, blob_name: str, etag: str, stream: BinaryIO, *, timeout: float | None = None) -> None:
+        """Write the blob's bytes to `stream`; raises BlobGone when it was deleted or changed since listing.
+        `timeout`: seconds to connect and between received bytes (default: CLIENT_OPTIONS)."""
         url = f"{unsigned_url(self._container.url)}/{quote(blob_name, safe='~/')}?{self._token()}"
         response = self._pool.request("GET", url, headers={"If-Match": etag, "x-ms-version": _API_VERSION},
-                                      preload_content=False)
+                                      preload_content=False, **_timeout(timeout))
         try:
             if response.status == 200:
                 for chunk in response.stream(_CHUNK):
@@ -88,12 +90,13 @@ class SignedReader:
         finally:
             response.release_conn()
 
-    def list_page(self, prefix: str, marker: str | None) -> tuple[list[tuple[str, str]], str | None]:
+    def list_page(self, prefix: str, marker: str | None, *,
+                  timeout: float | None = None) -> tuple[list[tuple[str, str]], str | None]:
         """One listing page under `prefix`: (blob name, ETag) pairs and the marker of the next page (None: last)."""
         query = {"restype": "container", "comp": "list", "prefix": prefix, "maxresults": _PAGE_SIZE,
                  **({"marker": marker} if marker else {})}
         url = f"{unsigned_url(self._container.url)}?{urlencode(query)}&{self._token()}"
-        response = self._pool.request("GET", url, headers={"x-ms-version": _API_VERSION})
+        response = self._pool.request("GET", url, headers={"x-ms-version": _API_VERSION}, **_timeout(timeout))
         if response.status != 200:
             raise _refusal(response, f"list {prefix!r}")
         root = ElementTree.fromstring(response.data)
@@ -129,6 +132,13 @@ class SignedReader:
         return generate_container_sas(container.account_name, container.container_name,
                                       user_delegation_key=delegation, permission=permission, start=start,
                                       expiry=expiry)
+
+
+def _timeout(seconds: float | None) -> dict:
+    if seconds is None:
+        return {}
+    return {"timeout": urllib3.Timeout(connect=min(seconds, CLIENT_OPTIONS["connection_timeout"]),
+                                       read=min(seconds, CLIENT_OPTIONS["read_timeout"]))}
 
 
 def _refusal(response, what: str) -> Exception:
@@ -207,17 +217,30 @@ def fetch_prefix(container: ContainerClient, prefix: str, destination: Path, *, 
     """Download every blob under `prefix` to `destination`, yielding each item (ETag as identity) once on disk."""
     destination.mkdir(parents=True, exist_ok=True)
     staging = destination.with_name(destination.name + ".partial")
-    etags_file = destination.with_name(destination.name + ETAGS_FILE)
-    known = _read_etags(etags_file)
-    seen: dict[str, str] = {}
+    record = DownloadRecord(destination.with_name(destination.name + ETAGS_FILE))
     endpoint = f"{unsigned_url(container.url)}/{prefix}"
     reader = SignedReader(container, threads=threads)
 
+    outage = OutageClock(outage_s)  # one clock for the listing and every download thread
+    backoff = wait_exponential(multiplier=0.5, max=10)
+
+    def attempt(call, *args):
+        started = time.monotonic()
+        try:
+            result = call(*args, timeout=outage.request_timeout(CLIENT_OPTIONS["read_timeout"]))
+        except Exception as error:
+            if is_transient(error):
+                outage.failed(started)
+            raise
+        outage.succeeded()
+        return result
+
     def patiently(call, *args):
-        retrying = Retrying(stop=stop_after_delay(outage_s), wait=wait_exponential(multiplier=0.5, max=10),
+        retrying = Retrying(stop=lambda _state: outage.expired(),
+                            wait=lambda state: max(0.0, min(backoff(state), outage.remaining())),
                             retry=retry_if_exception(is_transient), reraise=False)
         try:
-            return retrying(call, *args)
+            return retrying(attempt, call, *args)
         except RetryError as error:
             last = error.last_attempt.exception()
             text = " ".join(str(last).split())[:300]
@@ -227,15 +250,13 @@ def fetch_prefix(container: ContainerClient, prefix: str, destination: Path, *, 
     def fetch(blob_name: str, item: str, relative: PurePosixPath, etag: str) -> InputItem:
         target = destination.joinpath(*relative.parts)
         try:
-            if known.get(item) == etag and target.is_file():
-                return InputItem(item, identity=etag)
             partial = staging.joinpath(*relative.parts)  # beside the input folder: no half file ever inside it
             partial.parent.mkdir(parents=True, exist_ok=True)
             with open(partial, "wb") as stream:
-                def download() -> None:
+                def download(timeout: float) -> None:
                     stream.seek(0)
                     stream.truncate()  # a retry starts the file over
-                    reader.read_into(blob_name, etag, stream)
+                    reader.read_into(blob_name, etag, stream, timeout=timeout)
 
                 patiently(download)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -259,27 +280,64 @@ def fetch_prefix(container: ContainerClient, prefix: str, destination: Path, *, 
                 yield InputItem.failed(item, ErrorType.UNREADABLE, "blob name has an empty, '.' or '..' path "
                                        "segment and cannot be a file in the month folder; rename the blob")
                 continue
-            seen[item] = etag
+            record.listed(item)
+            if record.etag(item) == etag and destination.joinpath(*relative.parts).is_file():
+                yield InputItem(item, identity=etag)  # this attempt's file is the blob's: shared, not fetched again
+                continue
             in_flight.add(pool.submit(fetch, blob_name, item, relative, etag))
             if len(in_flight) >= 4 * threads:  # bounded: memory stays flat on huge months
                 done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                yield from _settled(done, known, seen)
+                yield from _settled(done, record)
         while in_flight:
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-            yield from _settled(done, known, seen)
+            yield from _settled(done, record)
+        removed = _remove_stale(destination, record)
+        log.info("downloaded the %d blobs under %s (%d stale local files removed)", record.listed_count(), endpoint,
+                 removed)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-        _write_etags(etags_file, known)
-    removed = _remove_stale(destination, seen)
-    log.info("downloaded the %d blobs under %s (%d stale local files removed)", len(seen), endpoint, removed)
+        record.close()
 
 
-def _settled(done: set[Future], known: dict[str, str], seen: dict[str, str]) -> Iterator[InputItem]:
+def _settled(done: set[Future], record: DownloadRecord) -> Iterator[InputItem]:
     for future in done:
         item = future.result()
         if item.failure is None:
-            known[item.name] = seen[item.name]
+            record.downloaded(item.name, item.identity)
         yield item
+
+
+class DownloadRecord:
+    """Which ETag each local file of the month holds, kept beside the folder for the next attempt, and which
+    items this listing named; on disk (SQLite), so a month of millions of blobs costs no memory. Used by the
+    one thread that runs the download generator."""
+
+    def __init__(self, path: Path):
+        # Attempts of a month may download side by side: short transactions (autocommit), write-ahead log.
+        self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
+        self._db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                               "CREATE TABLE IF NOT EXISTS etags (name TEXT PRIMARY KEY, etag TEXT) WITHOUT ROWID;"
+                               "CREATE TEMP TABLE listed (name TEXT PRIMARY KEY) WITHOUT ROWID;")
+
+    def etag(self, name: str) -> str | None:
+        found = self._db.execute("SELECT etag FROM etags WHERE name = ?", (name,)).fetchone()
+        return found[0] if found else None
+
+    def listed(self, name: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO listed VALUES (?)", (name,))
+
+    def was_listed(self, name: str) -> bool:
+        return self._db.execute("SELECT 1 FROM listed WHERE name = ?", (name,)).fetchone() is not None
+
+    def listed_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM listed").fetchone()[0]
+
+    def downloaded(self, name: str, etag: str) -> None:
+        """Recorded only once the file is in place: a killed attempt's record never claims bytes it lacks."""
+        self._db.execute("INSERT OR REPLACE INTO etags VALUES (?, ?)", (name, etag))
+
+    def close(self) -> None:
+        self._db.close()
 
 
 def _list(reader: SignedReader, prefix: str, patiently) -> Iterator[tuple[str, str]]:
@@ -301,23 +359,10 @@ def _path_problem(error: OSError, item: str) -> str:
     return f"cannot be stored as a local file ({error.strerror}); rename the blob"
 
 
-def _remove_stale(destination: Path, wanted: dict[str, str]) -> int:
+def _remove_stale(destination: Path, record: DownloadRecord) -> int:
     removed = 0
     for item in walk_folder(destination):
-        if item.name not in wanted and item.failure is None:
+        if item.failure is None and not record.was_listed(item.name):
             (destination / decode_name(item.name)).unlink(missing_ok=True)
             removed += 1
     return removed
-
-
-def _read_etags(path: Path) -> dict[str, str]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return {}
-
-
-def _write_etags(path: Path, etags: dict[str, str]) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(etags, ensure_ascii=False), encoding="utf-8")
-    os.replace(partial, path)

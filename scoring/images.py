@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from torchvision.transforms import v2
 
 from scoring.job_settings import DEFAULT_MAX_PIXELS
@@ -53,18 +53,17 @@ def decode_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXEL
         raise ImageDecodeError(ErrorType.UNREADABLE, f"cannot read file: {error.strerror or error}") from None
     if size == 0:
         raise ImageDecodeError(ErrorType.EMPTY, "file is empty (0 bytes)")
+    _settle_pillow()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                _check_pixel_budget(width, height, max_pixels, min_side)
-                image.seek(0)  # animated GIF/WebP: the first frame
-                if min_side and image.format == "JPEG":
-                    image.draft(image.mode, (min_side, min_side))
-                image.load()
-                ImageOps.exif_transpose(image, in_place=True)  # no copy when already upright
-                return _to_rgb(image)
+        with Image.open(path, formats=_FORMATS) as image:
+            width, height = image.size
+            _check_pixel_budget(width, height, max_pixels, min_side)
+            image.seek(0)  # animated GIF/WebP: the first frame
+            if min_side and image.format == "JPEG":
+                image.draft(image.mode, (min_side, min_side))
+            image.load()
+            ImageOps.exif_transpose(image, in_place=True)  # no copy when already upright
+            return _to_rgb(image)
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -83,6 +82,25 @@ def decode_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXEL
     except (SyntaxError, ValueError, EOFError, IndexError, TypeError) as error:
         # Pillow's plugins raise these on malformed headers and chunks.
         raise ImageDecodeError(ErrorType.CORRUPT, f"cannot decode image data: {error}") from None
+
+
+_FORMATS: tuple[str, ...] | None = None
+
+
+def _settle_pillow() -> None:
+    """Fix Pillow's process-wide state once, so that no file's outcome depends on the files decoded before it
+    in the same worker: every format plugin registered up front, in one order (Pillow otherwise loads them
+    lazily, at the first file its five common plugins refuse, which changes the order files are tried against
+    them); truncated images refused whatever an imported library set; the decompression-bomb warning an
+    error, set once rather than around each decode (`warnings.catch_warnings` is not thread-safe, and decode
+    threads share the filters)."""
+    global _FORMATS
+    if _FORMATS is not None:
+        return
+    Image.init()
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+    _FORMATS = tuple(Image.ID)
 
 
 def _check_pixel_budget(width: int, height: int, max_pixels: int, min_side: int | None) -> None:

@@ -81,18 +81,20 @@ def image_id(path: str | os.PathLike, input_root: str | os.PathLike | None) -> s
 
 
 def walk_folder(input_root: Path) -> Iterator[InputItem]:
-    """Every entry under the folder as an item, depth first, names sorted; nothing outside it is ever touched.
+    """Every entry under the folder as an item, depth first; nothing outside it is ever touched.
 
-    Symbolic links are not followed (they could lead out of the folder, or loop); FIFOs, sockets and
-    devices are not read (a FIFO would block); a sub-folder that cannot be listed is one failed item.
+    Entries come in the filesystem's order, streamed: a folder of a million files is never held in memory
+    (the CSVs are sorted by the merge). Symbolic links are not followed (they could lead out of the folder,
+    or loop); FIFOs, sockets and devices are not read (a FIFO would block); a sub-folder that cannot be
+    listed is one failed item.
     """
     root = Path(input_root)
     pending = [""]
     while pending:
         relative_dir = pending.pop()
+        folders = []
         try:
-            with os.scandir(root / relative_dir if relative_dir else root) as listing:
-                entries = sorted(listing, key=lambda entry: entry.name)
+            listing = os.scandir(root / relative_dir if relative_dir else root)
         except OSError as error:
             if not relative_dir:
                 raise
@@ -100,27 +102,32 @@ def walk_folder(input_root: Path) -> Iterator[InputItem]:
                                    f"folder cannot be listed ({error.strerror}); fix its permissions to score "
                                    "the files in it")
             continue
-        folders = []
-        for entry in entries:
-            relative = f"{relative_dir}/{entry.name}" if relative_dir else entry.name
-            name = encode_name(relative)
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError as error:
-                yield InputItem.failed(name, ErrorType.UNREADABLE, f"cannot stat ({error.strerror})")
-                continue
-            if stat.S_ISLNK(info.st_mode):
-                yield InputItem.failed(name, ErrorType.UNREADABLE, "symbolic link, not followed (it may point "
-                                       "outside the month folder); put the file itself in the folder")
-            elif stat.S_ISDIR(info.st_mode):
-                folders.append(relative)
-            elif stat.S_ISREG(info.st_mode):
-                # ctime and inode too: `cp -p`, `rsync -a` and `tar` restore size and mtime, never ctime
-                yield InputItem(name, identity=f"{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:{info.st_ino}")
-            else:
-                yield InputItem.failed(name, ErrorType.UNREADABLE,
-                                       f"not a regular file ({_kind(info.st_mode)}); only files are scored")
-        pending.extend(reversed(folders))
+        with listing:
+            for entry in listing:
+                relative = f"{relative_dir}/{entry.name}" if relative_dir else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(relative)
+                else:
+                    yield _file_item(entry, encode_name(relative))
+        pending.extend(sorted(folders, reverse=True))
+
+
+def _file_item(entry: os.DirEntry, name: str) -> InputItem:
+    try:
+        info = entry.stat(follow_symlinks=False)
+    except OSError as error:
+        return InputItem.failed(name, ErrorType.UNREADABLE, f"cannot stat ({error.strerror})")
+    if stat.S_ISLNK(info.st_mode):
+        return InputItem.failed(name, ErrorType.UNREADABLE, "symbolic link, not followed (it may point "
+                                "outside the month folder); put the file itself in the folder")
+    if stat.S_ISREG(info.st_mode):
+        # ctime and inode too: `cp -p`, `rsync -a` and `tar` restore size and mtime, never ctime
+        return InputItem(name, identity=f"{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}:{info.st_ino}")
+    if stat.S_ISDIR(info.st_mode):  # became a folder after it was listed
+        return InputItem.failed(name, ErrorType.UNREADABLE, "changed from a file to a folder while the month "
+                                "was listed; run the month again")
+    return InputItem.failed(name, ErrorType.UNREADABLE, f"not a regular file ({_kind(info.st_mode)}); only files "
+                            "are scored")
 
 
 def _kind(mode: int) -> str:

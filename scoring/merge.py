@@ -13,15 +13,18 @@ import csv
 import dataclasses
 import os
 import sys
-from collections.abc import Iterable, Mapping
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from scoring.items import walk_folder
 from scoring.job_settings import UNLIMITED, exceeds
-from scoring.rows import ERROR_COLUMNS, PREDICTION_COLUMNS, ErrorType, columns_of, in_item_order, is_error, parse_row
+from scoring.ledger import JobLedger
+from scoring.rows import ERROR_COLUMNS, PREDICTION_COLUMNS, ErrorType, columns_of, is_error, parse_row
 
 PREDICTIONS_FILE = "predictions.csv"
 ERRORS_FILE = "errors.csv"
+LEDGER_FILE = "ledger.sqlite"
 
 
 class ErrorThresholdExceeded(RuntimeError):
@@ -57,33 +60,40 @@ def merge_rows(
     other inputs without a row are reported as missing results. Rows for items
     that are not inputs are a bug upstream and raise.
     """
-    inputs = set(input_items)
-    scored: dict[str, dict] = {}
-    errors: dict[str, dict] = {}
-    for row in rows:
-        image = row["image"]
-        if image not in inputs:
-            raise ValueError(f"row for {image!r}, which is not an input item of this job")
-        if is_error(row):
-            errors.setdefault(image, row)
-        else:
-            scored.setdefault(image, row)  # a retried mini-batch may append twice
-    for image in scored.keys() & errors.keys():
-        del errors[image]  # a retry scored what an earlier try could not
-    for image in sorted(inputs - scored.keys() - errors.keys()):
-        error_type, message = (failed_items or {}).get(
-            image, (ErrorType.MISSING_RESULT, "no result: its mini-batch failed after all retries; see the job logs")
-        )
-        errors[image] = {"image": image, "error_type": error_type, "message": message}
-    if exceeds(len(errors), error_threshold):
+    with tempfile.TemporaryDirectory(prefix="merge-") as scratch, JobLedger(Path(scratch) / LEDGER_FILE) as ledger:
+        for name in input_items:
+            ledger.add_input(name)
+        for name, (error_type, message) in (failed_items or {}).items():
+            ledger.record_failure(name, error_type, message)
+        for row in rows:
+            ledger.record_row(row, is_error=is_error(row))
+        return merge_ledger(ledger, out_dir, error_threshold=error_threshold)
+
+
+def merge_ledger(ledger: JobLedger, out_dir: Path, *, error_threshold: int = UNLIMITED) -> MergeResult:
+    """Write both CSVs from a job's ledger, streaming: every input in exactly one of them, in item order."""
+    inputs, scored = ledger.counts()
+    errors = inputs - scored
+    if exceeds(errors, error_threshold):
         raise ErrorThresholdExceeded(
-            f"{len(errors)} of {len(inputs)} items failed, above error_threshold={error_threshold}; nothing was written"
+            f"{errors} of {inputs} items failed, above error_threshold={error_threshold}; nothing was written"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    columns = columns_of(next(iter(scored.values()))) if scored else PREDICTION_COLUMNS
-    _write_csv(out_dir / PREDICTIONS_FILE, columns, (scored[k] for k in in_item_order(scored)))
-    _write_csv(out_dir / ERRORS_FILE, ERROR_COLUMNS, (errors[k] for k in in_item_order(errors)))
-    return MergeResult(inputs=len(inputs), scored=len(scored), errors=len(errors))
+    first = next(ledger.scored_rows(), None)
+    columns = columns_of(first) if first else PREDICTION_COLUMNS
+    _write_csv(out_dir / PREDICTIONS_FILE, columns, ledger.scored_rows())
+    _write_csv(out_dir / ERRORS_FILE, ERROR_COLUMNS, _error_rows(ledger))
+    return MergeResult(inputs=inputs, scored=scored, errors=errors)
+
+
+def _error_rows(ledger: JobLedger) -> Iterator[dict]:
+    for image, row, failure in ledger.unscored():
+        if row is not None:
+            yield row
+        else:
+            error_type, message = failure or (
+                ErrorType.MISSING_RESULT, "no result: its mini-batch failed after all retries; see the job logs")
+            yield {"image": image, "error_type": error_type, "message": message}
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: Iterable[dict]) -> None:
@@ -105,12 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--error_threshold", type=int, default=UNLIMITED)
     args = parser.parse_args(argv)
     row_files = sorted(p for p in args.rows.rglob("*") if p.is_file()) if args.rows.is_dir() else [args.rows]
-    items = list(walk_folder(args.input_root))
     try:
-        result = merge_rows(
-            read_rows(row_files), [item.name for item in items], args.out, error_threshold=args.error_threshold,
-            failed_items={item.name: item.failure for item in items if item.failure},
-        )
+        with tempfile.TemporaryDirectory(prefix="merge-") as scratch, \
+                JobLedger(Path(scratch) / LEDGER_FILE) as ledger:
+            for item in walk_folder(args.input_root):
+                ledger.add_input(item.name)
+                if item.failure:
+                    ledger.record_failure(item.name, *item.failure)
+            for row in read_rows(row_files):
+                ledger.record_row(row, is_error=is_error(row))
+            result = merge_ledger(ledger, args.out, error_threshold=args.error_threshold)
     except ErrorThresholdExceeded as error:
         print(f"merge failed: {error}", file=sys.stderr)
         return 1

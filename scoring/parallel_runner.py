@@ -33,7 +33,8 @@ from pathlib import Path
 
 from scoring.items import InputItem, item_path
 from scoring.job_settings import JobSettings, exceeds
-from scoring.merge import MergeResult, merge_rows
+from scoring.ledger import JobLedger
+from scoring.merge import LEDGER_FILE, MergeResult, merge_ledger
 from scoring.progress import describe_progress
 from scoring.reuse import KEY_FIELD, RowsCache, row_key
 from scoring.rows import MODEL_DIGEST, ErrorType, is_error, parse_row
@@ -42,6 +43,10 @@ log = logging.getLogger("scoring.parallel_runner")
 
 ROWS_DIR = "rows"
 OUTPUTS_DIR = "outputs"
+# Mini-batches formed ahead of the workers: enough that none waits, few enough that memory stays flat.
+_QUEUED_BATCHES_PER_WORKER = 4
+# How long a fresh worker's init() may take before the clock of the mini-batch it was sent starts anyway.
+INIT_ALLOWANCE_S = 600
 
 
 class ParallelJobFailed(RuntimeError):
@@ -127,7 +132,13 @@ class _Worker:
     process: multiprocessing.Process
     conn: multiprocessing.connection.Connection
     batch: MiniBatch | None = None
-    started: float = 0.0
+    started: float = 0.0  # when its batch's clock started: at sending it, or when init() finished
+    ready: bool = False  # init() finished
+
+    def deadline(self, timeout: int) -> float:
+        """When the batch it runs times out: `timeout` counts run() only, a fresh worker's init() gets its own
+        allowance first (imports, model load, compile)."""
+        return self.started + timeout + (0 if self.ready else INIT_ALLOWANCE_S)
 
 
 _END = object()
@@ -138,22 +149,27 @@ def run_parallel_job(job: ParallelJob, items: Iterable[InputItem]) -> MergeResul
     job = dataclasses.replace(job, settings=local_settings(job.settings))
     settings = job.settings
     cache = RowsCache(job.rows_dir or job.work_dir / ROWS_DIR)
-    cached = cache.load()
+    with JobLedger(job.work_dir / LEDGER_FILE) as ledger:
+        reusable = ledger.add_reusable(cache.rows(), KEY_FIELD)
+        return _run(job, items, cache, ledger, reusable)
+
+
+def _run(job: ParallelJob, items: Iterable[InputItem], cache: RowsCache, ledger: JobLedger,
+         reusable: int) -> MergeResult:
+    settings = job.settings
     progress = _Progress(job.progress_interval_s, job.on_progress)
     log.info("job starts: mini-batches of %d, %d workers (%d instances x %d), max_retries=%d, timeout=%ds, "
              "mini_batch_error_threshold=%d, error_threshold=%d; %d finished rows on record",
              settings.mini_batch_size, _workers(settings), settings.instance_count,
              settings.max_concurrency_per_instance, settings.max_retries, settings.timeout,
-             settings.mini_batch_error_threshold, settings.error_threshold, len(cached))
-    dispatcher = _Dispatcher(job, cache, cached, progress)
-    dispatcher.run(items)
+             settings.mini_batch_error_threshold, settings.error_threshold, reusable)
+    _Dispatcher(job, cache, ledger, progress).run(items)
 
     progress.phase = "merging"
     progress.publish(force=True)
-    rows = list(dispatcher.rows.values())
-    cache.compact(rows)  # keeps what is valid now, for the next attempt or rerun, before any threshold verdict
-    result = merge_rows(rows, dispatcher.inputs, job.output_dir or job.work_dir / OUTPUTS_DIR,
-                        failed_items=dispatcher.failed_items, error_threshold=settings.error_threshold)
+    cache.compact(ledger.kept_rows())  # keeps what is valid now, for the next attempt or rerun, before any verdict
+    result = merge_ledger(ledger, job.output_dir or job.work_dir / OUTPUTS_DIR,
+                          error_threshold=settings.error_threshold)
     progress.phase = "done"
     progress.publish(force=True)
     log.info("job done: %d images, %d scored, %d errors (%d rows reused) in %.1fs",
@@ -164,12 +180,9 @@ def run_parallel_job(job: ParallelJob, items: Iterable[InputItem]) -> MergeResul
 class _Dispatcher:
     """Forms mini-batches as items arrive, hands them to idle workers and settles each one."""
 
-    def __init__(self, job: ParallelJob, cache: RowsCache, cached: dict[str, dict], progress: _Progress):
+    def __init__(self, job: ParallelJob, cache: RowsCache, ledger: JobLedger, progress: _Progress):
         self.job, self.settings = job, job.settings
-        self.cache, self.cached, self.progress = cache, cached, progress
-        self.inputs: list[str] = []
-        self.rows: dict[str, dict] = {}  # item name -> its row (scored or error)
-        self.failed_items: dict[str, tuple[str, str]] = {}
+        self.cache, self.ledger, self.progress = cache, ledger, progress
         self.pending: list[tuple[str, str]] = []
         self.todo: collections.deque[MiniBatch] = collections.deque()
         self.attempts: collections.Counter[str] = collections.Counter()
@@ -213,7 +226,9 @@ class _Dispatcher:
         self.arrivals.put(_END)
 
     def _take_arrivals(self) -> None:
-        while not self.progress.listing_complete:
+        size = self.settings.mini_batch_size
+        # Only while few mini-batches wait: the rest of the month stays in the feed (bounded), not in memory.
+        while not self.progress.listing_complete and len(self.todo) < _QUEUED_BATCHES_PER_WORKER * len(self.workers):
             try:
                 item = self.arrivals.get_nowait()
             except queue.Empty:
@@ -225,22 +240,26 @@ class _Dispatcher:
                 self.progress.listing_complete = True
                 break
             self._admit(item)
-        size = self.settings.mini_batch_size
-        while len(self.pending) >= size or (self.progress.listing_complete and self.pending):
-            batch, self.pending = self.pending[:size], self.pending[size:]
-            self._plan(tuple(batch))
+            if len(self.pending) >= size:
+                self._plan(tuple(self.pending))
+                self.pending = []
+        if self.progress.listing_complete and self.pending:
+            self._plan(tuple(self.pending))
+            self.pending = []
 
     def _admit(self, item: InputItem) -> None:
-        self.inputs.append(item.name)
+        if not self.ledger.add_input(item.name):
+            raise ParallelJobFailed(f"the input listing named {item.name!r} twice; the month folder changed while "
+                                    "it was listed: run the month again")
         self.progress.items_total += 1
         if item.failure is not None:
-            self.failed_items[item.name] = item.failure
+            self.ledger.record_failure(item.name, *item.failure)
             self._count(1, 1)
             return
         key = row_key(item.name, item.identity, self.job.scoring_key)
-        row = self.cached.get(key)
+        row = self.ledger.reusable(key)
         if row is not None and row.get("image") == item.name and self._same_model(row):
-            self.rows[item.name] = row
+            self.ledger.record_row(row, is_error=is_error(row))
             self.progress.reused += 1
             self._count(1, int(is_error(row)))
             return
@@ -293,7 +312,7 @@ class _Dispatcher:
     def _settle_ready(self) -> None:
         busy = [w for w in self.workers if w.batch]
         waitables = [w.conn for w in busy] + [w.process.sentinel for w in busy]
-        deadline = min((w.started + self.settings.timeout for w in busy), default=time.monotonic() + 1)
+        deadline = min((w.deadline(self.settings.timeout) for w in busy), default=time.monotonic() + 1)
         # While items still arrive, look at the queue often; else sleep until a worker answers.
         limit = 1.0 if self.progress.listing_complete else 0.05
         timeout = max(0.0, min(deadline - time.monotonic(), limit))
@@ -307,7 +326,8 @@ class _Dispatcher:
                     message = worker.conn.recv()
                 except (EOFError, OSError):
                     message = ("died", None)
-                if message[0] == "ready":  # init() done; the batch it was sent is still running
+                if message[0] == "ready":  # init() done; the batch it was sent starts now
+                    worker.ready, worker.started = True, time.monotonic()
                     self._on_ready(message[1])
                     continue
                 self._settle(worker, message)
@@ -323,10 +343,11 @@ class _Dispatcher:
     def _settle_timeouts(self) -> None:
         now = time.monotonic()
         for worker in self.workers:
-            if worker.batch and now - worker.started > self.settings.timeout:
-                batch = worker.batch
+            if worker.batch and now > worker.deadline(self.settings.timeout):
+                batch, ready = worker.batch, worker.ready
                 self._replace(worker)
-                self._retry_or_fail(batch, f"run() did not finish within timeout={self.settings.timeout}s")
+                self._retry_or_fail(batch, f"run() did not finish within timeout={self.settings.timeout}s" if ready
+                                    else f"init() did not finish within {INIT_ALLOWANCE_S}s")
 
     def _settle(self, worker: _Worker, message: tuple) -> None:
         batch, (kind, payload) = worker.batch, message
@@ -365,11 +386,13 @@ class _Dispatcher:
         for row in rows:
             answered.setdefault(row["image"], {**row, KEY_FIELD: keys[row["image"]]})
         self.cache.write(answered.values())
-        self.rows.update(answered)
+        for row in answered.values():
+            self.ledger.record_row(row, is_error=is_error(row))
         errors = sum(is_error(row) for row in answered.values())
         for name in keys.keys() - answered.keys():  # run() left it out: an error, not a loss
-            self.failed_items[name] = (ErrorType.MISSING_RESULT, f"run() returned no row for it ({batch.batch_id})")
+            self.ledger.record_failure(name, ErrorType.MISSING_RESULT, f"run() returned no row for it ({batch.batch_id})")
             errors += 1
+        self.attempts.pop(batch.batch_id, None)
         log.info("mini-batch %s done: %d images, %d errors, %.2fs", batch.batch_id, len(keys), errors, seconds)
         self.progress.batches_done += 1
         self._count(len(keys), errors)
@@ -387,6 +410,7 @@ class _Dispatcher:
             self.todo.append(batch)
             return
         self.progress.batches_done += 1
+        self.attempts.pop(batch.batch_id, None)
         if not batch.split:
             log.error("mini-batch %s failed after %d retries: %s", batch.batch_id, retries, reason)
             self.failed_batches += 1
@@ -405,7 +429,7 @@ class _Dispatcher:
             return
         (name, _key), = batch.items
         log.error("%s fails on its own: %s", name, reason)
-        self.failed_items[name] = (ErrorType.MINI_BATCH_FAILED, f"scoring this file alone failed: {reason}")
+        self.ledger.record_failure(name, ErrorType.MINI_BATCH_FAILED, f"scoring this file alone failed: {reason}")
         self._count(1, 1)
 
     def _check_error_threshold(self) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from scoring.job_settings import WORKER_GROUPS, JobSettings, settings_fields
@@ -53,16 +53,15 @@ class RowsCache:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
 
-    def load(self) -> dict[str, dict]:
-        rows: dict[str, dict] = {}
+    def rows(self) -> Iterator[dict]:
+        """Every row on record, streamed (a key may come again, from a retried mini-batch; the later counts)."""
         for path in sorted(self.folder.glob("*.jsonl")):
             with open(path, encoding="utf-8") as lines:
                 for line in lines:
                     if line.strip():
                         row = json.loads(line)
                         if KEY_FIELD in row:
-                            rows[row[KEY_FIELD]] = row
-        return rows
+                            yield row
 
     def write(self, rows: Iterable[dict]) -> Path:
         rows = list(rows)
@@ -71,13 +70,13 @@ class RowsCache:
 
     def compact(self, keep: Iterable[dict]) -> None:
         """One file with the rows still wanted; the rest (stale content, other models) is dropped."""
-        kept = _write_lines(self.folder / "current.jsonl.next", list(keep))
+        kept = _write_lines(self.folder / "current.jsonl.next", keep)
         for path in self.folder.glob("*.jsonl"):
             path.unlink()
         os.replace(kept, self.folder / "current.jsonl")
 
 
-def _write_lines(path: Path, rows: list[dict]) -> Path:
+def _write_lines(path: Path, rows: Iterable[dict]) -> Path:
     partial = path.with_name(path.name + ".partial")
     with open(partial, "w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)

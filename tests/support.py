@@ -46,3 +46,34 @@ def write_small_month(folder: Path, *, good: int = 6) -> dict[str, str]:
         (folder / relative).write_bytes(data)
         expected[relative] = error_type
     return expected
+
+
+# Every format Pillow writes here, in a mode it takes, and how each file is damaged.
+_ODD_FORMATS = (("JPEG", "RGB", "jpg"), ("PNG", "RGBA", "png"), ("PNG", "P", "png"), ("GIF", "P", "gif"),
+                ("BMP", "RGB", "bmp"), ("TIFF", "CMYK", "tif"), ("WEBP", "RGB", "webp"), ("ICO", "RGBA", "ico"),
+                ("TGA", "RGB", "tga"), ("PPM", "RGB", "ppm"), ("PCX", "RGB", "pcx"), ("SGI", "RGB", "sgi"),
+                ("IM", "RGB", "im"), ("DDS", "RGBA", "dds"), ("QOI", "RGBA", "qoi"), ("XBM", "1", "xbm"),
+                ("SPIDER", "F", "spi"), ("ICNS", "RGBA", "icns"), ("MPO", "RGB", "mpo"), ("PDF", "RGB", "pdf"))
+
+
+def write_odd_images(folder: Path) -> int:
+    """Whole, truncated, header-damaged and 12-byte versions of an image in each format, interleaved by name so
+    that a mini-batch mixes them; returns how many files."""
+    import random
+
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    noise = random.Random(7)
+    count = 0
+    for index, (fmt, mode, ext) in enumerate(_ODD_FORMATS):
+        image = Image.new(mode, (48, 32), 100 if mode in ("P", "1", "F") else (40, 160, 90, 255)[: len(mode)])
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt)
+        data = buffer.getvalue()
+        damaged = data[:20] + bytes(noise.randrange(256) for _ in range(16)) + data[36:]
+        for variant, content in (("whole", data), ("truncated", data[: len(data) // 2]), ("header", damaged),
+                                 ("tiny", data[:12])):
+            (folder / f"{variant}-{index:02d}-{fmt.lower()}.{ext}").write_bytes(content)
+            count += 1
+    return count

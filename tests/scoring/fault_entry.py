@@ -2,7 +2,7 @@
 
 `raise*` raises in run(), `die*` kills the worker, `hang*` never returns,
 `flaky*` kills the worker on its first try only, `bad*` comes back as an error
-row, a name with `slow` takes FAULT_ENTRY_SLOW_S seconds (default 1). Every init() and run() call is logged under --state.
+row, a name with `slow` takes FAULT_ENTRY_SLOW_S seconds (default 1), init() takes FAULT_ENTRY_INIT_S (default 0). Every init() and run() call is logged under --state.
 """
 
 import argparse
@@ -29,6 +29,7 @@ def init():
     _args, _ = parser.parse_known_args()
     if _args.fail_init:
         raise RuntimeError("model folder is missing")
+    time.sleep(float(os.environ.get("FAULT_ENTRY_INIT_S", "0")))  # a slow model load
     if _args.model_dir:
         _digest = hashlib.sha256(locate(Path(_args.model_dir)).path.read_bytes()).hexdigest()
     with open(Path(_args.state) / "inits.log", "a") as log:

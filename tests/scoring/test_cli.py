@@ -220,3 +220,43 @@ def test_the_cli_builds_its_commands_without_importing_torch():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=PROJECT_ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_store_that_accepts_and_never_answers_fails_within_the_storage_timeout(tmp_path, model_dir):
+    import socket
+    import time
+
+    with socket.socket() as silent:  # connections complete in the kernel's backlog; nobody ever reads or answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}/devstoreaccount1"
+        connection_string = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+                             f"BlobEndpoint={endpoint};")
+        started = time.monotonic()
+        result = _cli("score", "--input", f"{endpoint}/images/202610", "--model", str(model_dir),
+                      "--out", str(tmp_path / "out"), "--storage_timeout", "4",
+                      env={"AZURE_STORAGE_CONNECTION_STRING": connection_string})
+        elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: the blob store at {endpoint}/images/202610/ did not answer for 4s"), last
+    # The limit holds for a request that hangs too (the usual read timeout is 60 s); start-up takes a few seconds.
+    assert elapsed < 4 + 15, elapsed
+
+
+def test_an_images_row_does_not_depend_on_its_worker_neighbours_or_mini_batch(tmp_path, model_dir):
+    from support import write_odd_images
+
+    count = write_odd_images(tmp_path / "202610")
+    runs = {"one by one": ("--mini_batch_size", "1", "--max_concurrency_per_instance", "1", "--decode_threads", "0"),
+            "mixed": ("--mini_batch_size", "16", "--max_concurrency_per_instance", "2", "--decode_threads", "3")}
+    outputs = {}
+    for label, options in runs.items():
+        out = tmp_path / label
+        result = _cli("score", "--input", str(tmp_path / "202610"), "--model", str(model_dir), "--out", str(out),
+                      "--error_threshold", "-1", *options)
+        assert result.returncode == 0, result.stderr
+        outputs[label] = {name: (out / name).read_text(encoding="utf-8") for name in ("predictions.csv", "errors.csv")}
+    first, second = outputs.values()
+    assert first == second
+    assert sum(text.count("\n") - 1 for text in first.values()) == count

@@ -71,3 +71,14 @@ def test_any_file_name_round_trips_through_the_csvs_and_passes_validation(tmp_pa
     assert [row["image"] for row in _read(tmp_path / "errors.csv")] == failed
     counts = validate_outputs(tmp_path, names, month="202610", model_name="m", model_version="1")
     assert (counts.inputs, counts.scored, counts.errors) == (300, 150, 150)
+
+
+def test_rows_come_out_in_code_point_order_whatever_order_they_arrive_in(tmp_path):
+    from scoring.rows import in_item_order
+
+    # UTF-16 order would put the emoji before U+FFFD, a case-folding order "B" after "a": code points do neither.
+    names = ["\U0001f600.jpg", "\ufffd.jpg", "z.jpg", "é.jpg", "B.jpg", "a.jpg", "a/b.jpg", "a-b.jpg"]
+    merge_rows([_scored(name) for name in names], list(reversed(names)), tmp_path)
+    written = [row["image"] for row in _read(tmp_path / "predictions.csv")]
+    assert written == in_item_order(names)
+    assert written.index("\ufffd.jpg") < written.index("\U0001f600.jpg")

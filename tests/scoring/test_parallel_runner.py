@@ -115,6 +115,15 @@ def test_a_mini_batch_past_its_timeout_is_stopped(tmp_path):
     assert "timeout=2s" in _csv(job, "errors.csv")[0]["message"]
 
 
+def test_the_timeout_counts_run_only_not_a_fresh_workers_init(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAULT_ENTRY_INIT_S", "4")  # each fresh worker loads its model for longer than the timeout
+    job = _job(tmp_path, ["a.jpg", "b.jpg"], mini_batch_size=1, max_retries=0, timeout=2,
+               max_concurrency_per_instance=1)
+    result = _run(job)
+    assert (result.scored, result.errors) == (2, 0)
+    assert len((tmp_path / "state" / "inits.log").read_text().split()) == 1
+
+
 def test_init_failure_fails_the_job_with_its_reason(tmp_path):
     with pytest.raises(ParallelJobFailed, match="init\\(\\) failed in a worker: RuntimeError: model folder is missing"):
         _run(_job(tmp_path, ["a.jpg"], fail_init=True))
