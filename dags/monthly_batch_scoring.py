@@ -141,21 +141,25 @@ def monthly_batch_scoring():
                              outlet_events=None) -> dict:
         """Check the outputs against the inputs (docs/contracts.md), report with drift, publish with a manifest."""
         from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
+        from airflow.sdk.exceptions import AirflowFailException
 
         from batch_scoring.hooks.azure_ml import AzureMLHook
-        from batch_scoring.publish_step import publish_scored_month
+        from batch_scoring.publish_step import PublishRefused, publish_scored_month
         from scoring.rows import prediction_columns
 
         blobs = WasbHook(wasb_conn_id=WASB_CONN_ID).get_conn()
-        manifest = publish_scored_month(
-            workspace=AzureMLHook(azure_ml_conn_id=AZURE_ML_CONN_ID),
-            images=blobs.get_container_client(params["images_container"]),
-            predictions=blobs.get_container_client(params["predictions_container"]),
-            month=month, job=job, model_name=params["model_name"], model_version=params["model_version"],
-            run_id=run_id, drift_threshold=params["drift_psi_threshold"],
-            columns=prediction_columns(top_k=job_settings["top_k"], all_scores=job_settings["all_scores"],
-                                       multi_label=model["multi_label"]),
-        )
+        try:
+            manifest = publish_scored_month(
+                workspace=AzureMLHook(azure_ml_conn_id=AZURE_ML_CONN_ID),
+                images=blobs.get_container_client(params["images_container"]),
+                predictions=blobs.get_container_client(params["predictions_container"]),
+                month=month, job=job, model_name=params["model_name"], model_version=params["model_version"],
+                run_id=run_id, drift_threshold=params["drift_psi_threshold"],
+                columns=prediction_columns(top_k=job_settings["top_k"], all_scores=job_settings["all_scores"],
+                                           multi_label=model["multi_label"]),
+            )
+        except PublishRefused as refused:  # a retry cannot make this job the latest
+            raise AirflowFailException(str(refused)) from None
         outlet_events[MONTHLY_PREDICTIONS].extra = {"month": month, "job_name": job["job_name"], **manifest["counts"]}
         return manifest
 

@@ -353,7 +353,7 @@ def case_hung_file(suite: Suite) -> Row:
 class _JobBench:
     """The month's job as the DAG drives it: register, ensure compute, submit, wait, over a local-backend connection."""
 
-    def __init__(self, suite: Suite, name: str):
+    def __init__(self, suite: Suite, name: str, *, connection_string: str | None = None):
         from azure.storage.blob import BlobServiceClient
 
         from batch_scoring.hooks.azure_ml import AzureMLHook
@@ -367,7 +367,7 @@ class _JobBench:
         shutil.copytree(suite.model_dir, workspace / "models" / "m" / "1")
         # A connection of its own, of the shape `make demo` sets: the operators build hook and backend from it.
         self.conn_id = f"faults_{name.replace('-', '_')}"
-        env = connections(suite.connection_string, workspace)
+        env = connections(connection_string or suite.connection_string, workspace)
         os.environ["AIRFLOW_CONN_WASB_DEFAULT"] = env["AIRFLOW_CONN_WASB_DEFAULT"]
         os.environ[f"AIRFLOW_CONN_{self.conn_id.upper()}"] = env["AIRFLOW_CONN_AZURE_ML_DEFAULT"]
         self.backend = AzureMLHook(azure_ml_conn_id=self.conn_id).backend
@@ -539,6 +539,204 @@ def case_shared_job_other_run_killed(suite: Suite) -> Row:
                  extra_check=status_after_kill not in ("Canceled", "CancelRequested"))
 
 
+# ---- the third reliability pass: one case per defect it found ----------------------------------------------
+
+
+def case_sas_connection(suite: Suite) -> Row:
+    """wasb_default is a SAS connection string: the month publishes, and its signature is in no published blob,
+    job file or log."""
+    import datetime as dt
+    from urllib.parse import parse_qs
+
+    from azure.storage.blob import AccountSasPermissions, BlobServiceClient, ResourceTypes, generate_account_sas
+
+    from batch_scoring.hooks.azure_ml import AzureMLHook
+    from batch_scoring.publish_step import publish_scored_month
+    from devstack.azurite import ACCOUNT, ACCOUNT_KEY
+
+    sas = generate_account_sas(ACCOUNT, ACCOUNT_KEY, ResourceTypes(service=True, container=True, object=True),
+                               AccountSasPermissions(read=True, write=True, delete=True, list=True, add=True,
+                                                     create=True),
+                               expiry=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2))
+    signature = parse_qs(sas)["sig"][0]
+    connection_string = f"BlobEndpoint={suite.blob_endpoint};SharedAccessSignature={sas}"
+    bench = _JobBench(suite, "sas-connection", connection_string=connection_string)
+    files = {f"{i}.png": _image("PNG") for i in range(4)}
+    bench.upload(files)
+    name, _details = bench.score()
+    service = BlobServiceClient.from_connection_string(connection_string)
+    predictions = service.get_container_client(f"{bench.container_name}-out")
+    publish_scored_month(workspace=AzureMLHook(azure_ml_conn_id=bench.conn_id), images=bench.container,
+                         predictions=predictions, month=bench.month, job={"job_name": name}, model_name="m",
+                         model_version="1")
+    published = [predictions.download_blob(blob.name).readall() for blob in predictions.list_blobs()]
+    job_files = [p.read_bytes() for p in bench.backend.workspace.job_dir(name).rglob("*") if p.is_file()]
+    leaks = sum(signature.encode() in data for data in published + job_files)
+    return tally("SAS connection: month published", "job", {n: OK for n in files}, bench.outputs(name),
+                 f"{len(published)} blobs published, {leaks} carry the signature", len(published) == 4,
+                 note=f"{len(job_files)} job files checked", extra_check=leaks == 0)
+
+
+def case_clock_step(suite: Suite) -> Row:
+    """The wall clock steps by 90 s while the job scores: it is still Running, and the month ends in one attempt."""
+    import psutil._pslinux
+
+    bench = _JobBench(suite, "clock-step")
+    names = [f"{i:03d}.png" for i in range(80)]
+    bench.upload({n: _image("PNG", size=(300, 300)) for n in names})
+    name, pushed = bench._operate("submit")
+    deadline = time.monotonic() + 120
+    while bench.backend.get_job(name).status != "Running" and time.monotonic() < deadline:
+        time.sleep(0.05)  # the step lands on a job that is scoring
+    real_boot_time = psutil._pslinux.boot_time
+    psutil._pslinux.boot_time = lambda: real_boot_time() + 90.0  # as psutil reads it after a VM pause
+    try:
+        status_after_step = bench.backend.get_job(name).status
+        event, _ = bench._operate("wait", job_name=name, job_spec=pushed["job_spec"])
+    finally:
+        psutil._pslinux.boot_time = real_boot_time
+    attempts = [job.name for job in bench.backend.job_attempts(name)]
+    return tally("clock steps while the job runs", "job", {n: OK for n in names}, bench.outputs(event["job_name"]),
+                 f"{status_after_step} after the step, then {event['job_status']}",
+                 status_after_step == "Running" and attempts == [name],
+                 note=f"attempts: {', '.join(attempts)}")
+
+
+def case_weights_changed_mid_run(suite: Suite) -> Row:
+    """The model file is replaced while the CLI scores: every row comes from the bytes the run started with, and a
+    rerun with the original model reuses only rows of that model."""
+    model = suite.root / "changing-model"
+    shutil.copytree(suite.model_dir, model)
+    original = (model / "weights.pt").read_bytes()
+    folder = suite.root / "changing-model-in" / "202610"
+    folder.mkdir(parents=True)
+    names = [f"{i:03d}.jpg" for i in range(300)]
+    for n in names:
+        (folder / n).write_bytes(_image(size=(200, 200)))
+    out = suite.root / "changing-model-out"
+    process = subprocess.Popen([sys.executable, "-m", "scoring", "score", "--input", str(folder), "--model",
+                                str(model), "--out", str(out), "--mini_batch_size", "8",
+                                "--max_concurrency_per_instance", "2"], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    rows = out / ".scoring-work" / "rows"
+    deadline = time.monotonic() + 120
+    while not (rows.is_dir() and any(rows.glob("*.jsonl"))) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    import torch
+
+    state = torch.load(model / "weights.pt", weights_only=True)
+    torch.save({key: value + 1 if value.is_floating_point() else value for key, value in state.items()},
+               model / "weights.pt")
+    process.communicate(timeout=600)
+    (model / "weights.pt").write_bytes(original)
+    rerun = cli("--input", str(folder), "--model", str(model), "--out", str(out))
+    import json
+
+    digests = {json.loads(line).get("model_digest") for path in rows.glob("*.jsonl")
+               for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+    reused = "(300 rows reused)" in rerun.stderr
+    return tally("weights replaced mid-run", "cli", {n: OK for n in names}, out, f"exit {process.returncode}, "
+                 f"rerun exit {rerun.returncode}", process.returncode == 0 and rerun.returncode == 0,
+                 note="rerun reused every row of the original bytes" if reused else "rerun rescored",
+                 extra_check=reused and len(digests) == 1)
+
+
+def case_replaced_in_place_same_size_and_time(suite: Suite) -> Row:
+    """Files replaced by `cp -p` (same size and modification time, new bytes) are rescored on resume."""
+    folder = suite.root / "cp-p-in" / "202610"
+    folder.mkdir(parents=True)
+    for i in range(6):
+        (folder / f"{i}.jpg").write_bytes(b"x" * 400)  # not images: error rows
+    out = suite.root / "cp-p-out"
+    cli("--input", str(folder), "--model", str(suite.model_dir), "--out", str(out), "--error_threshold", "-1")
+    replacement = suite.root / "cp-p-good.jpg"
+    good = _image()
+    replacement.write_bytes(good + b"\0" * (400 - len(good)))  # a JPEG padded to the same size
+    for i in range(3):
+        target = folder / f"{i}.jpg"
+        stat = target.stat()
+        subprocess.run(["cp", "-p", str(replacement), str(target)], check=True)
+        os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    result = cli("--input", str(folder), "--model", str(suite.model_dir), "--out", str(out), "--error_threshold", "-1")
+    expected = {f"{i}.jpg": OK if i < 3 else ERROR for i in range(6)}
+    return tally("cp -p replacement, same size and time", "cli", expected, out, f"exit {result.returncode}",
+                 result.returncode == 0)
+
+
+def case_out_inside_input(suite: Suite) -> Row:
+    folder = suite.root / "out-inside" / "202610"
+    folder.mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(_image())
+    result = cli("--input", str(folder), "--model", str(suite.model_dir), "--out", str(folder / "results"))
+    return Row("--out inside --input", "cli", exit=f"exit {result.returncode}",
+               passed=result.returncode != 0 and _one_line_error(result) and not (folder / "results").exists(),
+               note=result.stderr.strip().splitlines()[-1][:90] if result.stderr.strip() else "")
+
+
+def case_bad_values(suite: Suite) -> Row:
+    """std 0 in the metadata, a month of Unicode digits, weights that are a FIFO: each refused in one line."""
+    import json
+
+    refused = []
+    model = suite.root / "std-zero"
+    shutil.copytree(suite.model_dir, model)
+    metadata = json.loads((model / "metadata.json").read_text())
+    metadata["preprocessing"]["std"] = [0, 0.2, 0.2]
+    (model / "metadata.json").write_text(json.dumps(metadata))
+    fifo_model = suite.root / "fifo-model"
+    shutil.copytree(suite.model_dir, fifo_model)
+    (fifo_model / "weights.pt").unlink()
+    os.mkfifo(fifo_model / "weights.pt")
+    folder = suite.root / "bad-values-in"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(_image())
+    attempts = {"std 0": ("--model", str(model)), "month ２０２６１０": ("--model", str(suite.model_dir), "--month",
+                                                                    "２０２６１０"),
+                "weights a FIFO": ("--model", str(fifo_model))}
+    for label, options in attempts.items():
+        result = cli("--input", str(folder), "--out", str(suite.root / f"bad-values-{len(refused)}"), *options,
+                     timeout=120)
+        if result.returncode != 0 and _one_line_error(result):
+            refused.append(label)
+    return Row("bad values: std 0, Unicode month, FIFO weights", "cli", exit=f"{len(refused)} of 3 refused",
+               passed=len(refused) == 3, note=", ".join(sorted(set(attempts) - set(refused))))
+
+
+def case_memory_flat(suite: Suite) -> Row:
+    """The job's main process at 10,000 and 100,000 zero-byte inputs: its peak memory does not grow per item
+    (`make bench` measures 1,000,000)."""
+    from bench.flat_memory import empty_files, main_process_peak_mb
+
+    peaks = {count: main_process_peak_mb(empty_files(suite.root / f"empty-{count}", count), suite.model_dir)[0]
+             for count in (10_000, 100_000)}
+    growth = peaks[100_000] / peaks[10_000]
+    return Row("main-process memory, 10k vs 100k inputs", "cli", items=100_000,
+               exit=f"{peaks[10_000]:.0f} MB, {peaks[100_000]:.0f} MB", passed=growth <= 1.2,
+               note=f"x{growth:.2f}")
+
+
+def case_same_input_same_result(suite: Suite) -> Row:
+    """An odd-image folder scored one file per mini-batch in one worker, and 16 per mini-batch in two workers
+    with decode threads: the same CSVs, row for row."""
+    sys.path.insert(0, str(PROJECT_ROOT / "tests"))
+    from support import write_odd_images
+
+    folder = suite.root / "odd-images" / "202610"
+    count = write_odd_images(folder)
+    texts = []
+    for index, options in enumerate((("--mini_batch_size", "1", "--max_concurrency_per_instance", "1"),
+                                     ("--mini_batch_size", "16", "--max_concurrency_per_instance", "2",
+                                      "--decode_threads", "3"))):
+        out = suite.root / "odd-images" / f"out-{index}"
+        cli("--input", str(folder), "--model", str(suite.model_dir), "--out", str(out), "--error_threshold", "-1",
+            *options)
+        texts.append([(out / name).read_text(encoding="utf-8") for name in ("predictions.csv", "errors.csv")])
+    differing = sum(a != b for a, b in zip(texts[0][0].splitlines() + texts[0][1].splitlines(),
+                                           texts[1][0].splitlines() + texts[1][1].splitlines()))
+    return Row("same input, other batches and workers", "cli", items=count, exit=f"{differing} rows differ",
+               passed=texts[0] == texts[1])
+
+
 CASES: dict[str, Callable[[Suite], Row]] = {
     "bad_files": case_bad_files,
     "odd_paths": case_odd_paths,
@@ -557,6 +755,14 @@ CASES: dict[str, Callable[[Suite], Row]] = {
     "job_killed_then_retried": case_job_killed_then_retried,
     "cancel_mid_month": case_cancel_mid_month,
     "shared_job_other_run_killed": case_shared_job_other_run_killed,
+    "sas_connection": case_sas_connection,
+    "clock_step": case_clock_step,
+    "weights_changed_mid_run": case_weights_changed_mid_run,
+    "replaced_in_place_same_size_and_time": case_replaced_in_place_same_size_and_time,
+    "out_inside_input": case_out_inside_input,
+    "bad_values": case_bad_values,
+    "memory_flat": case_memory_flat,
+    "same_input_same_result": case_same_input_same_result,
 }
 
 

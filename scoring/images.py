@@ -139,15 +139,19 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         return image
     if image.mode in _SIXTEEN_BIT_MODES or image.mode == "I":
         # Pillow's convert() clips 16-bit samples at 255; rescale to 8 bits instead.
-        array = np.asarray(image, dtype=np.float64)
+        # float32 in place: a 64-megapixel image costs 4 bytes per pixel here, not 3 float64 copies.
+        array = np.asarray(image).astype(np.float32)
         peak = 65535.0 if image.mode in _SIXTEEN_BIT_MODES else max(float(array.max()), 1.0)
-        gray = np.clip(array * (255.0 / peak), 0, 255).astype(np.uint8)
+        array *= 255.0 / peak
+        gray = np.clip(array, 0, 255, out=array).astype(np.uint8)
         return Image.fromarray(gray, mode="L").convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Transparent pixels become white, as a viewer shows them, not black.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        # Pasted through its alpha onto white: two RGB-sized copies at most, not four RGBA ones.
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
+        return background
     return image.convert("RGB")
 
 

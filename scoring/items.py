@@ -76,6 +76,13 @@ def image_id(path: str | os.PathLike, input_root: str | os.PathLike | None) -> s
     try:
         return encode_name(path.relative_to(PurePath(input_root)).as_posix())
     except ValueError:
+        pass
+    # The service may spell the same folder another way (its own mount point, a symbolic link on the way):
+    # what counts is where the path leads, not its text.
+    real_path, real_root = PurePath(os.path.realpath(path)), PurePath(os.path.realpath(input_root))
+    try:
+        return encode_name(real_path.relative_to(real_root).as_posix())
+    except ValueError:
         raise ValueError(f"mini-batch item {str(path)!r} is not under the input root {str(input_root)!r}; "
                          "the job's --input_root must be the folder its items come from") from None
 

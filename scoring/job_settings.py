@@ -40,6 +40,10 @@ PRECISIONS = (AUTO, "fp32", "bf16", "fp16")
 SWITCHES = (AUTO, "on", "off")
 # Decompression-bomb guard: far above any photo, far below what exhausts memory.
 DEFAULT_MAX_PIXELS = 64_000_000
+# The memory one worker may need, for the auto worker count: its runtime and model, plus one image at the pixel
+# limit being decoded (measured peak: 13 bytes per pixel, an RGBA PNG flattened onto white; 11 for 16-bit gray).
+WORKER_RUNTIME_GB = 1.0
+DECODE_BYTES_PER_PIXEL = 16
 
 
 class JobSettingsError(ValueError):
@@ -68,7 +72,8 @@ class JobSettings:
     instance_count: int = _setting(1, "Nodes of the compute cluster (locally: slices of this machine).", minimum=1)
     max_concurrency_per_instance: int = _setting(
         0, "Worker processes per node, each calling init() once (0: auto, one per core of the node, at most one "
-           "per 2 GB of its memory).", minimum=0)
+           f"per {WORKER_RUNTIME_GB:g} GB + {DECODE_BYTES_PER_PIXEL} bytes per pixel of max_pixels of its memory, "
+           "i.e. 2 GB at the default max_pixels).", minimum=0)
     logging_level: str = _setting("INFO", "Log level of the job and its workers.", choices=LOGGING_LEVELS)
 
     device: str = _setting(AUTO, "auto: CUDA when the node has a usable GPU, else CPU. cuda fails at init() "
@@ -101,14 +106,19 @@ class JobSettings:
         for field in dataclasses.fields(self):
             _check(field, getattr(self, field.name))
 
+    def worker_memory_gb(self) -> float:
+        """What one worker may hold at once: its runtime and model, and an image at `max_pixels` decoding."""
+        return WORKER_RUNTIME_GB + DECODE_BYTES_PER_PIXEL * self.max_pixels / 2**30
+
     def for_node(self, cores: int, memory_gb: float | None = None) -> JobSettings:
-        """`max_concurrency_per_instance=0` resolved for a node: one worker per core, at most one per 2 GB.
+        """`max_concurrency_per_instance=0` resolved for a node: one worker per core, at most as many as its
+        memory holds at `worker_memory_gb` each (the pixel limit and the worker count agree on memory).
 
         Measured: decoding inline in one process per core is what feeds a GPU best (README, Performance).
         """
         if self.max_concurrency_per_instance:
             return self
-        workers = max(1, cores if memory_gb is None else min(cores, int(memory_gb // 2)))
+        workers = max(1, cores if memory_gb is None else min(cores, int(memory_gb // self.worker_memory_gb())))
         return dataclasses.replace(self, max_concurrency_per_instance=workers)
 
     def to_dict(self) -> dict[str, Any]:

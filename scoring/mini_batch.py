@@ -50,6 +50,7 @@ class MiniBatchScorer:
 
         agreement = locate(Path(model_dir)).metadata.precision_agreement
         self.profile = resolve(settings, capabilities, agreement)
+        torch.set_num_threads(self.profile.torch_threads)
         loaded = load_model(Path(model_dir), pick_device(self.profile.device))
         self.predictor = Predictor(loaded, self.profile.device, precision=self.profile.precision,
                                    channels_last=self.profile.channels_last, compile=self.profile.compile)
@@ -74,7 +75,9 @@ class MiniBatchScorer:
         if loaded.fixed_batch:
             log.info("the program was exported with a fixed batch of %d: batches run at that size (padded); "
                      "export it with torch.export.Dim('batch') for any size", loaded.fixed_batch)
-        log.info("scoring profile: %s; batch %d", self.profile.describe(), self.batch_size)  # with the reasons
+        log.info("scoring profile: %s; batch %d; %d torch threads (%d cores, %d workers)", self.profile.describe(),
+                 self.batch_size, self.profile.torch_threads, capabilities.cpus,
+                 settings.max_concurrency_per_instance or capabilities.cpus)  # with the reasons
 
     def score(self, files: Sequence[str]) -> list[str]:
         rows: list[str] = []

@@ -190,7 +190,6 @@ class _Dispatcher:
         self.batch_count = 0
         self.workers: list[_Worker] = []
         self.context = multiprocessing.get_context("spawn")
-        self.threads_per_worker = max(1, (os.cpu_count() or 1) // _workers(self.settings))
         self.arrivals: queue.Queue = queue.Queue(maxsize=4096)
         self.feed_error: BaseException | None = None
 
@@ -280,7 +279,7 @@ class _Dispatcher:
         process = self.context.Process(
             target=_worker_main,
             args=(child, str(self.job.code_root), str(self.job.entry_script), list(self.job.program_arguments),
-                  self.settings.logging_level, self.threads_per_worker),
+                  self.settings.logging_level),
             daemon=True,
         )
         process.start()
@@ -466,9 +465,9 @@ def _send_quietly(conn, message) -> None:
         pass  # the worker is gone already
 
 
-def _worker_main(conn, code_root: str, entry_script: str, argv: list[str], level: str, threads: int) -> None:
-    """One worker process: `init()` once, then `run()` for each mini-batch it is sent."""
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+def _worker_main(conn, code_root: str, entry_script: str, argv: list[str], level: str) -> None:
+    """One worker process: `init()` once, then `run()` for each mini-batch it is sent (the entry script sets
+    its own threads, from the workers sharing the node, as it does on Azure ML)."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s [worker %(process)d] %(name)s: %(message)s")
     sys.argv = [entry_script, *argv]
     sys.path.insert(0, code_root)

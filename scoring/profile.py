@@ -55,6 +55,8 @@ class Profile:
     decode_threads: int
     compile: bool
     reasons: tuple[str, ...] = ()
+    # torch's intra-op threads: the node's cores shared among its workers (16 workers x 16 threads thrash).
+    torch_threads: int = 1
 
     def describe(self, *, reasons: bool = True) -> str:
         batch = "fitted to GPU memory" if self.batch_size == FIT_GPU else str(self.batch_size)
@@ -103,7 +105,7 @@ def resolve(requested: JobSettings, capabilities: Capabilities, agreement: Mappi
         decode_threads = capabilities.cpus // workers if device == "cuda" and workers < capabilities.cpus else 0
     return Profile(device=device, precision=precision, channels_last=requested.channels_last != "off",
                    batch_size=batch_size, decode_threads=decode_threads, compile=requested.compile,
-                   reasons=tuple(reasons))
+                   reasons=tuple(reasons), torch_threads=max(1, capabilities.cpus // workers))
 
 
 def probe() -> Capabilities:
@@ -128,10 +130,32 @@ def cuda_problem() -> str | None:
         if torch.cuda.device_count() == 0:
             return "the NVIDIA driver reports no CUDA device"
         torch.cuda.init()
+        capability, built_for = torch.cuda.get_device_capability(), torch.cuda.get_arch_list()
     except Exception as error:  # noqa: BLE001 - any failure here means "not usable"; say which
         text = " ".join(str(error).split())
         return f"CUDA failed to initialise ({type(error).__name__}: {text}); the driver may be older than the build needs"
-    return None
+    return unsupported_gpu(capability, built_for, _cuda_name() or "this GPU", _torch_build())
+
+
+def unsupported_gpu(capability: tuple[int, int], built_for: list[str], name: str, build: str) -> str | None:
+    """None when the build's kernels run on a GPU of `capability`; else why not, in one phrase.
+
+    A build runs a GPU when it has kernels for the same major architecture at the same or a lower minor
+    (sm_80 kernels run on sm_86), or PTX (`compute_XY`) at or below it, which the driver compiles for newer
+    GPUs. Without either, the first kernel fails with "no kernel image is available": say so at init().
+    """
+    major, minor = capability
+    for arch in built_for:
+        kind, _, digits = arch.partition("_")
+        if not digits.isdigit():
+            continue
+        arch_major, arch_minor = int(digits[:-1]), int(digits[-1])
+        if kind == "sm" and arch_major == major and arch_minor <= minor:
+            return None
+        if kind == "compute" and (arch_major, arch_minor) <= (major, minor):
+            return None
+    return (f"{name} is sm_{major}{minor}, and {build} has kernels only for {', '.join(built_for) or 'none'}; "
+            "use a job environment whose torch build covers this GPU (a newer CUDA build)")
 
 
 def _torch_build() -> str:

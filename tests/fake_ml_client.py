@@ -32,6 +32,7 @@ class FakeJob:
     submitted: object = None
     error: str | None = None
     tags: dict = dataclasses.field(default_factory=dict)
+    display_name: str | None = None
 
 
 class _Jobs:
@@ -41,6 +42,10 @@ class _Jobs:
         self.cancelled: list[str] = []
         self.cancel_requested: list[str] = []  # begin_cancel called; `cancelled` once its poller's result() is
         self.outputs: dict[str, dict[str, str]] = {}
+        # Reads a cancelled job stays CancelRequested after its cancel answered (the service promises no time).
+        self.cancel_lingers = 0
+        self.children: dict[str, list[FakeJob]] = {}  # a pipeline's step jobs, by the pipeline's name
+        self._ending: dict[str, int] = {}
         self._runs_operations = SimpleNamespace(get_run_details=self._run_details)
 
     def create_or_update(self, job, experiment_name=None):
@@ -54,14 +59,31 @@ class _Jobs:
     def get(self, name):
         if name not in self.jobs:
             raise ResourceNotFoundError(f"job {name} not found")
+        if name in self._ending:
+            self._ending[name] -= 1
+            if self._ending[name] < 0:
+                del self._ending[name]
+                self.jobs[name].status = "Canceled"
         return self.jobs[name]
+
+    def list(self, parent_job_name=None, **_kwargs):
+        return iter(self.children.get(parent_job_name, []))
+
+    def add_step(self, pipeline, name, status, error=None, display_name=None):
+        step = FakeJob(name, status, error=error, display_name=display_name)
+        self.jobs[name] = step
+        self.children.setdefault(pipeline, []).append(step)
 
     def begin_cancel(self, name):
         self.cancel_requested.append(name)
 
         def cancel():
             self.cancelled.append(name)
-            self.jobs[name].status = "Canceled"
+            if self.cancel_lingers:
+                self.jobs[name].status = "CancelRequested"
+                self._ending[name] = self.cancel_lingers
+            else:
+                self.jobs[name].status = "Canceled"
         return _Poller(on_result=cancel)
 
     def download(self, name, *, download_path, output_name=None, all=False):

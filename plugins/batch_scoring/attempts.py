@@ -4,7 +4,8 @@ A month's jobs are one family: `<base>`, `<base>-r1`, `<base>-r2`… Given the j
 a run wants (model, inputs fingerprint, settings), `ensure_job`:
 - reattaches to a live attempt (a live one of another model is a conflict: one
   month is scored by one model at a time);
-- returns an attempt that completed with the same model over the same inputs;
+- returns the newest attempt when it completed with the same model over the
+  same inputs (only the newest attempt of a month may publish);
 - otherwise submits the next attempt: after a failure or a cancellation, when
   the model changed, or when blobs were added, changed or removed since. An
   attempt that stopped answering (`NotResponding`) is cancelled first, so two
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from typing import Any
 
 from batch_scoring.backends.base import (
@@ -41,6 +43,16 @@ class AttemptConflict(RuntimeError):
     """A live attempt of the month runs with another model; the message says what to do."""
 
 
+class AttemptEnding(RuntimeError):
+    """An attempt of the month is being cancelled and has not ended yet: a retry of the task submits the next
+    one once it has (the service may keep a job CancelRequested for minutes after the cancel answered)."""
+
+
+# How long the policy waits, in the task, for a cancelled attempt to end before leaving it to the task's retry.
+ENDING_WAIT_S = 120.0
+ENDING_POLL_S = 5.0
+
+
 def spec_to_dict(spec: ScoringJobSpec) -> dict[str, Any]:
     """The job a run wants, as plain values (for XCom)."""
     return dataclasses.asdict(spec)
@@ -61,6 +73,8 @@ def ensure_job(workspace: ScoringBackend, wanted: ScoringJobSpec, log: logging.L
         workspace.cancel_job(info.name)
     if stalled:
         family = workspace.job_attempts(base)
+    if any(info.status == JobStatus.CANCEL_REQUESTED for info in family):
+        family = _after_cancellations(workspace, base, family, log)
     live = [info for info in family if not info.terminal]
     if live:
         job = live[-1]
@@ -70,15 +84,15 @@ def ensure_job(workspace: ScoringBackend, wanted: ScoringJobSpec, log: logging.L
                 f"{model}: wait for it or cancel it, then run again ({job.url})")
         log.info("reattaching to job %s, which is %s", job.name, job.status)
         return job
-    for job in reversed(family):
-        if job.status == JobStatus.COMPLETED and job.tags.get(MODEL_TAG) == model:
-            if job.tags.get(INPUTS_TAG) == inputs:
-                log.info("job %s already scored month %s with %s; nothing submitted", job.name, wanted.month, model)
-                return job
-            log.info("job %s scored month %s with %s, but the month's blobs changed since; submitting a new "
-                     "attempt (only new or changed images are scored where the backend keeps finished rows)",
-                     job.name, wanted.month, model)
-            break
+    # Only the newest attempt is reused: it is the one the month's publish accepts (`publish_step`).
+    newest = family[-1] if family else None
+    if newest and newest.status == JobStatus.COMPLETED and newest.tags.get(MODEL_TAG) == model:
+        if newest.tags.get(INPUTS_TAG) == inputs:
+            log.info("job %s already scored month %s with %s; nothing submitted", newest.name, wanted.month, model)
+            return newest
+        log.info("job %s scored month %s with %s, but the month's blobs changed since; submitting a new "
+                 "attempt (only new or changed images are scored where the backend keeps finished rows)",
+                 newest.name, wanted.month, model)
     name = attempt_name(base, attempt_number(family[-1].name, base) + 1 if family else 0)
     try:
         job = workspace.submit_job(dataclasses.replace(wanted, name=name))
@@ -88,3 +102,19 @@ def ensure_job(workspace: ScoringBackend, wanted: ScoringJobSpec, log: logging.L
         job = workspace.get_job(name)
         log.info("job %s was just submitted by another run; reattaching (%s)", job.name, job.status)
     return job
+
+
+def _after_cancellations(workspace: ScoringBackend, base: str, family: list[JobInfo],
+                         log: logging.Logger) -> list[JobInfo]:
+    """The family once no attempt is CancelRequested: an ending job is neither joined nor run beside."""
+    deadline = time.monotonic() + ENDING_WAIT_S
+    while True:
+        ending = [info.name for info in family if info.status == JobStatus.CANCEL_REQUESTED]
+        if not ending:
+            return family
+        if time.monotonic() >= deadline:
+            raise AttemptEnding(f"job {ending[0]} is still CancelRequested after {ENDING_WAIT_S:.0f}s; the next "
+                                "attempt is submitted when it has ended (this task retries)")
+        log.info("job %s is CancelRequested; waiting for it to end before the next attempt", ending[0])
+        time.sleep(ENDING_POLL_S)
+        family = workspace.job_attempts(base)

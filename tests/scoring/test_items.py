@@ -87,3 +87,13 @@ def test_any_name_round_trips_property_style():
         raw = os.fsdecode(text.encode("utf-8") + bytes([rng.randint(0x80, 0xff)]) * rng.randint(0, 2))
         assert decode_name(encode_name(raw)) == raw
         encode_name(raw).encode("utf-8")
+
+
+def test_an_item_under_another_spelling_of_the_input_root_keeps_its_name(tmp_path):
+    # The service's mount point and the --input_root it passes may differ in text (a symbolic link on the way).
+    real = tmp_path / "mnt" / "data" / "202610"
+    (real / "day 1").mkdir(parents=True)
+    (real / "day 1" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "inputs").symlink_to(real, target_is_directory=True)
+    assert image_id(real / "day 1" / "a.jpg", tmp_path / "inputs") == "day 1/a.jpg"
+    assert image_id(tmp_path / "inputs" / "day 1" / "a.jpg", real) == "day 1/a.jpg"

@@ -108,9 +108,17 @@ def test_auto_workers_are_one_per_core_and_at_most_one_per_2_gb(cores, memory_gb
     assert JobSettings(max_concurrency_per_instance=5).for_node(cores, memory_gb).max_concurrency_per_instance == 5
 
 
+@pytest.mark.parametrize("max_pixels, workers", [(64_000_000, 8), (200_000_000, 4), (16_000_000, 12)])
+def test_auto_workers_leave_each_worker_room_to_decode_an_image_at_the_pixel_limit(max_pixels, workers):
+    settings = JobSettings(max_pixels=max_pixels)
+    assert settings.for_node(16, 16).max_concurrency_per_instance == workers
+    # the count times what each may hold fits the node
+    assert workers * settings.worker_memory_gb() <= 16
+
+
 def test_the_local_runner_gives_every_core_of_this_machine_a_worker():
     from scoring.parallel_runner import local_settings
 
     assert local_settings(JobSettings()).max_concurrency_per_instance == min(os.cpu_count(), max(1, int(
-        __import__("psutil").virtual_memory().total / 2**30 // 2)))
+        __import__("psutil").virtual_memory().total / 2**30 // JobSettings().worker_memory_gb())))
     assert local_settings(JobSettings(instance_count=2)).max_concurrency_per_instance >= 1

@@ -106,3 +106,55 @@ def test_a_checked_model_scores_in_bf16_where_the_node_has_it(tmp_path, model_di
     assert (scorer.profile.precision, scorer.profile.channels_last, scorer.batch_size) == ("bf16", True, 32)
     row = json.loads(scorer.score([str(tmp_path / "a.png")])[0])
     assert row["image"] == "a.png" and 0.0 <= row["score"] <= 1.0
+
+
+@pytest.mark.parametrize("workers, threads", [(4, 4), (16, 1), (3, 5)])
+def test_each_worker_takes_its_share_of_the_nodes_cores_for_torch(tmp_path, model_dir, workers, threads):
+    """On Azure ML nothing sets OMP_NUM_THREADS: the entry's scorer sets torch's threads from the workers sharing
+    the node (`--max_concurrency_per_instance`), so 16 workers of a 16-core node do not run 16 threads each."""
+    import torch
+
+    from scoring.mini_batch import MiniBatchScorer, Stamp
+
+    node = Capabilities(cpus=16, cpu_bf16=False, cuda_problem="no NVIDIA driver on this node")
+    before = torch.get_num_threads()
+    try:
+        scorer = MiniBatchScorer(model_dir=model_dir, stamp=Stamp("m", "1", "202610"), input_root=str(tmp_path),
+                                 settings=JobSettings(max_concurrency_per_instance=workers), capabilities=node)
+        assert scorer.profile.torch_threads == threads
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("capability, usable", [
+    ((7, 5), True),    # T4: sm_75 kernels
+    ((8, 6), True),    # A10: sm_80 kernels run on sm_86
+    ((9, 0), True),    # H100
+    ((12, 0), False),  # a Blackwell GPU: no sm_12x kernels, no PTX to compile
+])
+def test_a_gpu_the_torch_build_has_no_kernels_for_is_named_at_init(capability, usable):
+    from scoring.profile import unsupported_gpu
+
+    cu126 = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
+    problem = unsupported_gpu(capability, cu126, "NVIDIA X", "torch 2.14.1+cu126 is built for CUDA 12.6")
+    assert (problem is None) == usable
+    if not usable:
+        assert problem.startswith("NVIDIA X is sm_120, and torch 2.14.1+cu126 is built for CUDA 12.6 has kernels "
+                                  "only for sm_50")
+    assert unsupported_gpu((12, 0), [*cu126, "compute_90"], "NVIDIA X", "b") is None  # PTX the driver compiles
+
+
+def test_cuda_problem_checks_the_architecture_after_the_driver(monkeypatch):
+    import torch
+
+    import scoring.profile as profile
+
+    monkeypatch.setattr(torch.version, "cuda", "12.6")
+    monkeypatch.setattr(profile, "Path", lambda path: type("P", (), {"exists": lambda self: True})())
+    for name, value in {"device_count": lambda: 1, "init": lambda: None, "is_available": lambda: True,
+                        "get_device_capability": lambda *a: (12, 0), "get_arch_list": lambda: ["sm_80", "sm_90"],
+                        "get_device_name": lambda *a: "NVIDIA RTX PRO 6000"}.items():
+        monkeypatch.setattr(torch.cuda, name, value)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert cuda_problem().startswith("NVIDIA RTX PRO 6000 is sm_120, and torch ")

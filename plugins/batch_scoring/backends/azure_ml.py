@@ -35,7 +35,7 @@ from batch_scoring.backends.base import (
     attempt_name,
     describe_model_file,
 )
-from scoring.job_settings import AUTO, PARALLEL, JobSettings, settings_fields
+from scoring.job_settings import AUTO, PARALLEL, UNLIMITED, JobSettings, settings_fields
 from scoring.merge import PREDICTIONS_FILE
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ SCORING_PACKAGE = Path(importlib.util.find_spec("scoring").origin).parent
 # The job environment's one home: image and conda file (README, "The job environment").
 ENVIRONMENT_FILE = SCORING_PACKAGE / "environment" / "environment.yml"
 RESULTS_OUTPUT = "results"
+# Where the scoring step appends its rows: one named file per step job, in the workspace's default datastore.
+ROWS_OUTPUT_PATH = "azureml://datastores/${{default_datastore}}/paths/${{name}}/rows.jsonl"
 
 
 def stage_code(destination: Path) -> Path:
@@ -116,8 +118,14 @@ def for_compute(settings: JobSettings, node: NodeSize) -> JobSettings:
 
 
 def parallel_settings(settings: JobSettings) -> dict[str, Any]:
-    """`parallel_run_function`'s keyword arguments for the parallel settings: its own names, nested as it wants."""
+    """`parallel_run_function`'s keyword arguments for the parallel settings: its own names, nested as it wants.
+
+    `error_threshold` is judged by the merge step, per file, as the local runner judges it: the service counts
+    a mini-batch that fails for good as all of its files failed, so with 64 files per mini-batch one lost
+    mini-batch would break a threshold of 50 and abort the step before the merge could list anything. The
+    step itself gets -1; `mini_batch_error_threshold` still bounds failed mini-batches on the service."""
     values = {field.name: getattr(settings, field.name) for field in settings_fields(PARALLEL)}
+    values["error_threshold"] = UNLIMITED
     values["retry_settings"] = {"max_retries": values.pop("max_retries"), "timeout": values.pop("timeout")}
     values["mini_batch_size"] = str(values["mini_batch_size"])
     return values
@@ -173,6 +181,7 @@ def build_pipeline_job(spec: ScoringJobSpec, *, code_dir: Path, environment: Any
     @dsl.pipeline(name="monthly_batch_scoring", description=f"Score images of {spec.month}", default_compute=spec.compute)
     def monthly_scoring(images, model):
         scored = score(images=images, model=model)
+        scored.outputs.rows.path = ROWS_OUTPUT_PATH  # a named file, as every append_row example gives it
         merged = merge(rows=scored.outputs.rows, images=images)
         return {RESULTS_OUTPUT: merged.outputs[RESULTS_OUTPUT]}
 
@@ -351,6 +360,18 @@ class AzureMLBackend:
         return folder
 
     def _job_error(self, name: str) -> str | None:
+        """The failed pipeline's reason: its failed step's own error (the pipeline's usually only names the
+        step), with the step named; the pipeline's when no step says more."""
+        try:
+            children = list(self.client.jobs.list(parent_job_name=name))
+        except Exception:  # noqa: BLE001 - the error text is a courtesy; the status is what counts
+            children = []
+        for child in children:
+            if getattr(child, "status", None) == JobStatus.FAILED and (reason := self._run_error(child.name)):
+                return f"step {getattr(child, 'display_name', None) or child.name} failed: {reason}"
+        return self._run_error(name)
+
+    def _run_error(self, name: str) -> str | None:
         # The SDK's public Job entity carries no error; its run details do (as `jobs.stream` reads them).
         try:
             details = self.client.jobs._runs_operations.get_run_details(name)
@@ -384,8 +405,10 @@ def _size_field(size, attribute: str, rest_name: str):
 
 
 def _check_provisioned(compute) -> None:
-    """A cluster whose provisioning failed (quota, a VM size not offered in the region, a subnet) takes no job:
-    say so now, in one line with the service's reason, rather than let a job sit Queued for a day."""
+    """A cluster whose provisioning failed (a VM size not offered in the region, a subnet) takes no job: say so
+    now, in one line with the service's reason, rather than let a job sit Queued for a day. Missing quota does
+    not show here: a cluster of 0 minimum nodes provisions `Succeeded` and its jobs wait Queued (the wait
+    task reports them)."""
     state = _plain(getattr(compute, "provisioning_state", None))
     if state and state.lower() in ("failed", "canceled", "deleting"):
         errors = " ".join(str(getattr(compute, "provisioning_errors", None) or "no reason given").split())[:400]

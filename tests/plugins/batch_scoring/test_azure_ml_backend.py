@@ -41,7 +41,11 @@ def test_the_parallel_step_carries_every_job_setting(job):
     assert step["type"] == "parallel"
     assert step["mini_batch_size"] == "10"
     assert step["mini_batch_error_threshold"] == 3
-    assert step["error_threshold"] == 25
+    # The service counts a lost mini-batch as all its files: the merge judges error_threshold per file instead.
+    assert step["error_threshold"] == -1
+    assert step["outputs"]["rows"]["path"] == ("azureml://datastores/${{default_datastore}}/paths/${{name}}/"
+                                               "rows.jsonl")
+    assert step["outputs"]["rows"]["type"] == "uri_file"
     assert step["retry_settings"] == {"max_retries": 4, "timeout": 90}
     assert step["resources"]["instance_count"] == 2
     assert step["max_concurrency_per_instance"] == 3
@@ -136,6 +140,18 @@ def test_failed_job_reports_the_services_error():
     info = backend.get_job(SPEC.name)
     assert info.status == "Failed" and info.error == "UserError: Out of quota for NC4as_T4_v3"
     assert info.url == f"https://ml.azure.com/runs/{SPEC.name}"
+
+
+def test_a_failed_pipeline_reports_its_failed_steps_reason_not_only_that_a_step_failed():
+    client = FakeMLClient()
+    backend = AzureMLBackend(client)
+    backend.submit_job(SPEC)
+    client.jobs.add_step(SPEC.name, "step-score", "Completed", display_name="score images 202610")
+    client.jobs.add_step(SPEC.name, "step-merge", "Failed", display_name="merge rows 202610",
+                         error="merge failed: 64 of 900 items failed, above error_threshold=50")
+    client.jobs.set_status(SPEC.name, "Failed", error="Pipeline has some failed steps. See child run for details.")
+    assert backend.get_job(SPEC.name).error == ("step merge rows 202610 failed: UserError: merge failed: 64 of 900 "
+                                                "items failed, above error_threshold=50")
 
 
 def test_attempts_are_probed_in_order():

@@ -238,7 +238,12 @@ def test_a_submission_uploads_the_code_builds_the_environment_and_creates_the_pi
     task = components["parallel"]["task"]
     assert task["entry_script"] == "scoring/entry.py"
     assert "--device cuda" in task["program_arguments"]  # the T4 cluster's size resolved `auto`
-    assert (components["parallel"]["error_threshold"], components["parallel"]["mini_batch_error_threshold"]) == (25, 3)
+    # error_threshold is the merge's, per file: the service would count a lost mini-batch as all of its files.
+    assert (components["parallel"]["error_threshold"], components["parallel"]["mini_batch_error_threshold"]) == (-1, 3)
+    # The rows file has a path of its own, as in every append_row example, and the merge reads that output.
+    assert score["outputs"]["rows"] == {"uri": "azureml://datastores/${{default_datastore}}/paths/${{name}}/rows.jsonl",
+                                        "job_output_type": "uri_file"}
+    assert properties["jobs"]["merged"]["inputs"]["rows"]["value"] == "${{parent.jobs.score_images.outputs.rows}}"
 
     [(_, environment)] = {path: body for path, body in _put(workspace, "/environments/")}.items()
     declared = yaml.safe_load(ENVIRONMENT_FILE.read_text())

@@ -86,7 +86,8 @@ def test_a_new_model_version_rescores_the_month_with_a_new_attempt(client):
     assert client.jobs.jobs[f"{BASE}-r1"].tags["model"] == "shapes-classifier:2"
     client.jobs.set_status(f"{BASE}-r1", "Completed")
     assert _submit(client, model_version="2")[0] == f"{BASE}-r1"  # done with that model: nothing new
-    assert _submit(client, model_version="1")[0] == BASE
+    # Back to version 1: a new attempt, since only the newest attempt of a month publishes.
+    assert _submit(client, model_version="1")[0] == f"{BASE}-r2"
 
 
 def test_a_live_job_of_another_model_is_not_joined_nor_doubled(client):
@@ -215,6 +216,31 @@ def test_a_not_responding_attempt_is_cancelled_before_the_next_one_starts(client
     client.jobs.set_status(BASE, "NotResponding")
     assert _submit(client)[0] == f"{BASE}-r1"
     assert client.jobs.cancelled == [BASE] and client.jobs.created == [BASE, f"{BASE}-r1"]
+
+
+def test_a_cancelled_attempt_still_ending_is_neither_joined_nor_run_beside(client, monkeypatch):
+    import batch_scoring.attempts as attempts
+
+    monkeypatch.setattr(attempts, "ENDING_POLL_S", 0.01)
+    _submit(client)
+    client.jobs.set_status(BASE, "NotResponding")
+    client.jobs.cancel_lingers = 3  # the cancel answered done; the job reads CancelRequested three more times
+    assert _submit(client)[0] == f"{BASE}-r1"
+    assert client.jobs.jobs[BASE].status == "Canceled"  # the next attempt came after it had ended
+    assert client.jobs.created == [BASE, f"{BASE}-r1"]
+
+
+def test_an_attempt_that_stays_cancel_requested_leaves_the_next_one_to_the_tasks_retry(client, monkeypatch):
+    import batch_scoring.attempts as attempts
+
+    monkeypatch.setattr(attempts, "ENDING_POLL_S", 0.01)
+    monkeypatch.setattr(attempts, "ENDING_WAIT_S", 0.05)
+    _submit(client)
+    client.jobs.set_status(BASE, "NotResponding")
+    client.jobs.cancel_lingers = 10**6
+    with pytest.raises(attempts.AttemptEnding, match=f"job {BASE} is still CancelRequested after 0s"):
+        _submit(client)
+    assert client.jobs.created == [BASE]
 
 
 def test_a_completed_month_whose_blobs_changed_is_scored_again(client):
