@@ -20,7 +20,9 @@ monthly_batch_scoring --from-date 2026-01-01 --to-date 2026-03-01` scores 202601
 
 **Steps:** plan the run (validates month and settings, no I/O) → check the model
 (registered, in a format the job loads; fails at once otherwise) → check the month
-folder (fails at once when it is empty) → register the data asset (version = month)
+folder (complete by the run's rule: the `_SUCCESS` marker by default, or a quiet
+period, or any blob; it waits deferred, holding no worker slot, and fails in one line
+at its timeout) → register the data asset (version = month)
 → ensure the compute → submit the scoring job (reattaches to a live attempt, reuses a
 completed one over the same blobs) → wait (live progress in its log; a retry after a
 failed job submits the next attempt) → validate, report and publish. The submit and
@@ -34,9 +36,13 @@ import os
 
 from airflow.sdk import Asset, Param, dag, task
 
+from batch_scoring.completeness import DEFAULT_QUIET_MINUTES, DEFAULT_RULE, DEFAULT_TIMEOUT_HOURS
+from batch_scoring.completeness import RULES as COMPLETENESS_RULES
 from batch_scoring.drift import DEFAULT_PSI_THRESHOLD
 from batch_scoring.month import MONTH_SCHEMA, MONTHLY_DAG_ID
 from batch_scoring.timetable import MonthlyScoringTimetable
+from batch_scoring.operators.month_folder import FINGERPRINT_KEY, MonthFolderCompleteOperator
+from scoring.items import MONTH_MARKER
 from scoring.job_settings import param_schemas
 from batch_scoring.operators.azure_ml import (
     AzureMLCheckModelOperator,
@@ -75,6 +81,18 @@ JOB_PARAMS = {name: Param(default, **schema) for name, (default, schema) in para
                        section="Month"),
         "model_name": Param("shapes-classifier", type="string", minLength=1, title="Model name", section="Model"),
         "model_version": Param("1", type="string", minLength=1, title="Model version", section="Model"),
+        "completeness": Param(DEFAULT_RULE, type="string", enum=list(COMPLETENESS_RULES),
+                              title="Month complete when",
+                              description=f"marker: the uploader has written {MONTH_MARKER} at the month's root "
+                                          "(never scored); quiet: no blob changed for the quiet period; any: at "
+                                          "least one blob (a month uploaded in one go). The check waits deferred, "
+                                          "holding no worker slot.", section="Month"),
+        "quiet_minutes": Param(DEFAULT_QUIET_MINUTES, type="number", minimum=0, title="Quiet period (min)",
+                               description="The quiet rule: minutes without a new or changed blob.", section="Month"),
+        "completeness_timeout_hours": Param(DEFAULT_TIMEOUT_HOURS, type="number", minimum=0,
+                                            title="Wait for a complete month (h)",
+                                            description="Then the check fails in one line saying what was missing "
+                                                        "(0: do not wait).", section="Month"),
         "images_container": Param("images", type="string", minLength=3, title="Images container",
                                   section="Storage"),
         "predictions_container": Param("predictions", type="string", minLength=3, title="Predictions container",
@@ -96,14 +114,25 @@ def monthly_batch_scoring():
     def plan_run(params: dict, data_interval_start=None, dag_run=None, dag=None) -> dict:
         """Everything the run needs, validated before any I/O; a bad value fails at once, without retries."""
         from airflow.sdk.exceptions import AirflowFailException
+        from airflow.utils.types import DagRunType
 
-        from batch_scoring.month import InvalidMonth, resolve_month
+        from batch_scoring.month import InvalidMonth, month_of, resolve_month
         from scoring.job_settings import JobSettings, JobSettingsError
 
-        unknown = sorted(set(getattr(dag_run, "conf", None) or {}) - set(params))
+        conf = getattr(dag_run, "conf", None) or {}
+        # Judged against the DAG's declared Params: Airflow merges a run's conf, unknown keys included, into
+        # the `params` a task sees, so they could never show there.
+        known = set(dag.params)
+        unknown = sorted(set(conf) - known)
         if unknown:  # a misspelt key ({"mnth": ...}) would otherwise score the default month without a word
             raise AirflowFailException(f"unknown run configuration key(s) {', '.join(map(repr, unknown))}; known: "
-                                       f"{', '.join(sorted(params))}")
+                                       f"{', '.join(sorted(known))}")
+        if (getattr(dag_run, "run_type", None) == DagRunType.BACKFILL_JOB
+                and conf.get("month") not in (None, "", month_of(data_interval_start))):
+            # One month for every interval would score that month again and again, each run "success". (The
+            # run-notes listener writes each run's own month into its conf: that one stands.)
+            raise AirflowFailException(f"a backfill scores the month of each of its intervals; remove 'month' "
+                                       f"({conf['month']!r}) from the backfill's configuration")
         try:
             month = resolve_month(params.get("month"), data_interval_start, dag_run.run_after)
             settings = JobSettings.from_dict({name: params[name] for name in JOB_PARAMS})
@@ -117,24 +146,6 @@ def monthly_batch_scoring():
         }
         print(f"scoring month {month}: {plan}")
         return plan
-
-    @task
-    def check_month_folder(month: str, params: dict) -> dict:
-        """The month folder must hold at least one blob; its fingerprint tells a rerun whether it changed."""
-        from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from batch_scoring.publish import month_fingerprint
-
-        container = params["images_container"]
-        client = WasbHook(wasb_conn_id=WASB_CONN_ID).get_conn().get_container_client(container)
-        count, fingerprint = month_fingerprint(client, month)
-        if not count:
-            # Retrying cannot make data appear: fail now, in one line, and let the run be cleared once it is there.
-            raise AirflowFailException(f"no blobs under {container}/{month}/ ({WASB_CONN_ID}): upload the month's "
-                                       "images there, then clear this task")
-        print(f"{container}/{month}/ holds {count} items (fingerprint {fingerprint[:12]})")
-        return {"items": count, "fingerprint": fingerprint}
 
     @task(outlets=[MONTHLY_PREDICTIONS])
     def validate_and_publish(month: str, job: dict, model: dict, job_settings: dict, params: dict, run_id=None,
@@ -169,7 +180,11 @@ def monthly_batch_scoring():
         model_name="{{ params.model_name }}", model_version="{{ params.model_version }}",
         top_k="{{ ti.xcom_pull(task_ids='plan_run', key='job_settings')['top_k'] }}",
     )
-    folder = check_month_folder(plan["month"])
+    folder = MonthFolderCompleteOperator(
+        task_id="check_month_folder", month=plan["month"], container="{{ params.images_container }}",
+        wasb_conn_id=WASB_CONN_ID, rule="{{ params.completeness }}", quiet_minutes="{{ params.quiet_minutes }}",
+        timeout_hours="{{ params.completeness_timeout_hours }}", poll_interval="{{ params.poll_interval }}",
+    )
     register = AzureMLRegisterDataAssetOperator(
         task_id="register_data_asset", azure_ml_conn_id=AZURE_ML_CONN_ID,
         name=DATA_ASSET_NAME, version=plan["month"], path=plan["data_asset_path"],
@@ -184,7 +199,7 @@ def monthly_batch_scoring():
         data_asset_name=DATA_ASSET_NAME, data_asset_version=plan["month"],
         model_name="{{ params.model_name }}", model_version="{{ params.model_version }}",
         compute_name="{{ params.compute_name }}", job_settings=plan["job_settings"],
-        inputs_fingerprint=folder["fingerprint"],
+        inputs_fingerprint=folder.output[FINGERPRINT_KEY],
     )
     wait = AzureMLWaitForJobOperator(
         task_id="wait_for_scoring_job", azure_ml_conn_id=AZURE_ML_CONN_ID,

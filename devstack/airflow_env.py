@@ -28,7 +28,9 @@ SQLITE_CONNECT_ARGS = {"timeout": 60}
 
 
 def airflow_env(azurite: Azurite, *, state_dir: Path, airflow_home: Path, base: dict[str, str] | None = None,
-                api_url: str = DEFAULT_API_URL) -> dict[str, str]:
+                api_url: str = DEFAULT_API_URL, database_url: str | None = None) -> dict[str, str]:
+    """Airflow's environment over the embedded default; `database_url`: a PostgreSQL metadata database
+    (`devstack.postgres`) for the stacks the scheduler drives, else SQLite in `airflow_home`."""
     env = dict(os.environ if base is None else base)
     venv_bin = str(Path(os.sys.executable).parent)
     env.update({
@@ -39,12 +41,16 @@ def airflow_env(azurite: Azurite, *, state_dir: Path, airflow_home: Path, base: 
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "devstack.airflow_env.SQLITE_CONNECT_ARGS",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "devstack.airflow_env.SQLITE_CONNECT_ARGS",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url or f"sqlite:///{airflow_home / 'airflow.db'}",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         **connections(azurite.connection_string, state_dir / "localml", api_url=api_url),
     })
+    if database_url is None:
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = "devstack.airflow_env.SQLITE_CONNECT_ARGS"
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC"] = "devstack.airflow_env.SQLITE_CONNECT_ARGS"
+    else:
+        for name in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC"):
+            env.pop(name, None)
     return env
 
 

@@ -1,8 +1,8 @@
 """`make airflow`: the Airflow UI on http://127.0.0.1:8080 over the embedded default, until Ctrl-C.
 
-Starts Azurite and `airflow standalone` (scheduler, api-server, dag-processor,
-triggerer) each in its own process group, with the demo month and model in
-place. Ctrl-C or SIGTERM stops both groups: SIGTERM, then SIGKILL after a grace
+Starts Azurite, PostgreSQL (Airflow's metadata database) and `airflow standalone`
+(scheduler, api-server, dag-processor, triggerer) each in its own process group, with the demo month and model in
+place. Ctrl-C or SIGTERM stops every group: SIGTERM, then SIGKILL after a grace
 period, since standalone's children outlive a polite stop.
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 from azure.storage.blob import BlobServiceClient
 
 from devstack import azurite as azurite_service
+from devstack import postgres
 from devstack.demo import AIRFLOW_HOME, STATE, prepare
 from localml.process_group import start_group, stop_pidfile
 
@@ -88,8 +89,10 @@ def main() -> int:
     stop_pidfile(PIDFILE, grace_s=60)  # leftovers of a run that was killed
     azurite = azurite_service.start(STATE / "azurite")
     try:
+        # The scheduler, the API server and the triggerer write at once: PostgreSQL, as the compose stack has.
+        database = postgres.start(STATE / "postgres", port=azurite_service.free_port())
         env = prepare(BlobServiceClient.from_connection_string(azurite.connection_string), azurite, args.month,
-                      api_url=f"http://127.0.0.1:{args.port}")
+                      api_url=f"http://127.0.0.1:{args.port}", database_url=database.sqlalchemy_url)
         url = start_standalone(env, args.port, pidfile=PIDFILE, logfile=STATE / "airflow-standalone.log")
         passwords = Path(AIRFLOW_HOME) / "simple_auth_manager_passwords.json.generated"
         print(f"\nAirflow UI: {url}  (user admin, password in {passwords})")
@@ -102,8 +105,9 @@ def main() -> int:
             except KeyboardInterrupt:
                 pass
     finally:
-        log.info("stopping Airflow and Azurite")
+        log.info("stopping Airflow, PostgreSQL and Azurite")
         stop_pidfile(PIDFILE, grace_s=60)
+        postgres.stop(STATE / "postgres")
         azurite_service.stop(STATE / "azurite")
     return 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import hashlib
 import json
 import logging
 import shutil
@@ -29,6 +30,7 @@ from devstack import azurite as azurite_service
 from devstack.airflow_env import DEFAULT_API_URL, PROJECT_ROOT, airflow_env
 from devstack.sample_month import write_month
 from devstack.train_model import ensure_registered
+from scoring.items import MONTH_MARKER
 from scoring.month import validate_month
 
 log = logging.getLogger("demo")
@@ -49,16 +51,27 @@ def dags_test_command(month: str, now: dt.datetime, model: tuple[str, str] = (MO
 
 
 def upload_month(client: BlobServiceClient, month_folder: Path, month: str, container: str = "images") -> int:
+    """Upload the month's files that are missing or differ (by MD5), then its completeness marker; returns how
+    many files were uploaded. Blobs already there keep their ETags, so a run after a second `make airflow`
+    reuses every row."""
     try:
         client.create_container(container)
     except ResourceExistsError:
         pass
     container_client = client.get_container_client(container)
-    files = sorted(path for path in month_folder.rglob("*") if path.is_file())
-    for path in files:
-        with open(path, "rb") as data:
-            container_client.upload_blob(f"{month}/{path.relative_to(month_folder).as_posix()}", data, overwrite=True)
-    return len(files)
+    present = {blob.name: bytes(blob.content_settings.content_md5 or b"")
+               for blob in container_client.list_blobs(name_starts_with=f"{month}/")}
+    uploaded = 0
+    for path in sorted(path for path in month_folder.rglob("*") if path.is_file()):
+        name = f"{month}/{path.relative_to(month_folder).as_posix()}"
+        data = path.read_bytes()
+        if present.get(name) == hashlib.md5(data, usedforsecurity=False).digest():
+            continue
+        container_client.upload_blob(name, data, overwrite=True)
+        uploaded += 1
+    if f"{month}/{MONTH_MARKER}" not in present:  # written last, as an uploader says the month is complete
+        container_client.upload_blob(f"{month}/{MONTH_MARKER}", b"")
+    return uploaded
 
 
 def download_published(client: BlobServiceClient, month: str, destination: Path, container: str = "predictions") -> None:
@@ -82,7 +95,8 @@ def accuracy(predictions_csv: Path) -> tuple[float, int]:
 
 
 def prepare(client: BlobServiceClient, azurite: azurite_service.Azurite, month: str, *,
-            api_url: str = DEFAULT_API_URL, images: Path | None = None, demo_model: bool = True) -> dict[str, str]:
+            api_url: str = DEFAULT_API_URL, images: Path | None = None, demo_model: bool = True,
+            database_url: str | None = None) -> dict[str, str]:
     """The month in Azurite (`images`, else the generated sample), the demo model in the registry unless another
     is used, Airflow DB migrated; returns Airflow's environment."""
     if images is None:
@@ -90,10 +104,10 @@ def prepare(client: BlobServiceClient, azurite: azurite_service.Azurite, month: 
         if not images.is_dir():
             write_month(images.parent, month)
     uploaded = upload_month(client, images, month)
-    log.info("uploaded %d files from %s to images/%s/ in Azurite", uploaded, images, month)
+    log.info("uploaded %d new or changed files from %s to images/%s/ in Azurite", uploaded, images, month)
     if demo_model:
         ensure_registered(STATE / "localml" / "models", MODEL_NAME, MODEL_VERSION)
-    env = airflow_env(azurite, state_dir=STATE, airflow_home=AIRFLOW_HOME, api_url=api_url)
+    env = airflow_env(azurite, state_dir=STATE, airflow_home=AIRFLOW_HOME, api_url=api_url, database_url=database_url)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
     return env
 

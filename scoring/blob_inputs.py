@@ -38,7 +38,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient, ContainerSasP
 from tenacity import RetryError, Retrying, retry_if_exception, wait_exponential
 
 from scoring.blob_location import unsigned_url
-from scoring.items import InputItem, StorageUnavailable, decode_name, encode_name, walk_folder
+from scoring.items import InputItem, StorageUnavailable, decode_name, encode_name, is_input, walk_folder
 from scoring.rows import ErrorType
 from scoring.transient import OutageClock, TransientStatus, is_transient, is_transient_status
 
@@ -275,6 +275,8 @@ def fetch_prefix(container: ContainerClient, prefix: str, destination: Path, *, 
     try:
         for blob_name, etag in _list(reader, prefix, patiently):
             item = encode_name(blob_name[len(prefix):])
+            if not is_input(item):
+                continue
             relative = safe_relative_path(blob_name[len(prefix):])
             if relative is None:
                 yield InputItem.failed(item, ErrorType.UNREADABLE, "blob name has an empty, '.' or '..' path "

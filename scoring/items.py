@@ -23,6 +23,14 @@ from pathlib import Path, PurePath
 from scoring.rows import ErrorType
 
 _ESCAPED = re.compile(r"\\(\\|x[0-9a-f]{2})")
+# The blob an uploader writes last, at the month's root, to say the month is complete (the convention Spark,
+# Hadoop and Data Factory follow). It is never an input item: no row, no error, not counted.
+MONTH_MARKER = "_SUCCESS"
+
+
+def is_input(name: str) -> bool:
+    """Whether an item name (relative to the month folder) is an input to score."""
+    return name != MONTH_MARKER
 
 
 class StorageUnavailable(RuntimeError):
@@ -112,6 +120,8 @@ def walk_folder(input_root: Path) -> Iterator[InputItem]:
         with listing:
             for entry in listing:
                 relative = f"{relative_dir}/{entry.name}" if relative_dir else entry.name
+                if not is_input(relative):
+                    continue
                 if entry.is_dir(follow_symlinks=False):
                     folders.append(relative)
                 else:

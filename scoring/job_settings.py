@@ -50,57 +50,68 @@ class JobSettingsError(ValueError):
     """A job setting is out of range; the message names the setting and the value."""
 
 
-def _setting(default: Any, help: str, *, group: str = PARALLEL, minimum: int | None = None,
+def _setting(title: str, default: Any, help: str, *, group: str = PARALLEL, minimum: int | None = None,
              choices: tuple[str, ...] | None = None) -> Any:
-    return dataclasses.field(default=default,
-                             metadata={"help": help, "group": group, "minimum": minimum, "choices": choices})
+    """A setting: its form title (words, not the field name), default, help text and bounds."""
+    return dataclasses.field(default=default, metadata={"title": title, "help": help, "group": group,
+                                                        "minimum": minimum, "choices": choices})
 
 
 @dataclasses.dataclass(frozen=True)
 class JobSettings:
     """Settings of one parallel scoring job; the field metadata is the form, the CLI and the validation."""
 
-    mini_batch_size: int = _setting(64, "Files per mini-batch, i.e. per run() call.", minimum=1)
-    mini_batch_error_threshold: int = _setting(
+    mini_batch_size: int = _setting("Files per mini-batch", 64, "Files per mini-batch, i.e. per run() call.",
+                                    minimum=1)
+    mini_batch_error_threshold: int = _setting("Failed mini-batches tolerated",
         5, "Failed mini-batches tolerated over the job (-1: no limit).", minimum=UNLIMITED)
-    error_threshold: int = _setting(
+    error_threshold: int = _setting("Failed images tolerated",
         50, "Failed images tolerated over the job, every image in errors.csv counted (-1: no limit).",
         minimum=UNLIMITED)
-    max_retries: int = _setting(
+    max_retries: int = _setting("Retries per mini-batch",
         2, "Retries of a mini-batch that raised, timed out or lost its worker.", minimum=0)
-    timeout: int = _setting(300, "Seconds one run() call may take before it is retried.", minimum=1)
-    instance_count: int = _setting(1, "Nodes of the compute cluster (locally: slices of this machine).", minimum=1)
+    timeout: int = _setting("Mini-batch timeout (s)", 300, "Seconds one run() call may take before it is retried.",
+                            minimum=1)
+    instance_count: int = _setting("Nodes", 1, "Nodes of the compute cluster (locally: slices of this machine).",
+                                   minimum=1)
     max_concurrency_per_instance: int = _setting(
-        0, "Worker processes per node, each calling init() once (0: auto, one per core of the node, at most one "
-           f"per {WORKER_RUNTIME_GB:g} GB + {DECODE_BYTES_PER_PIXEL} bytes per pixel of max_pixels of its memory, "
-           "i.e. 2 GB at the default max_pixels).", minimum=0)
-    logging_level: str = _setting("INFO", "Log level of the job and its workers.", choices=LOGGING_LEVELS)
+        "Workers per node", 0,
+        "Worker processes per node, each calling init() once (0: auto, one per core of the node, at most one "
+        f"per {WORKER_RUNTIME_GB:g} GB + {DECODE_BYTES_PER_PIXEL} bytes per pixel of max_pixels of its memory, "
+        "i.e. 2 GB at the default max_pixels).", minimum=0)
+    logging_level: str = _setting("Log level", "INFO", "Log level of the job and its workers.", choices=LOGGING_LEVELS)
 
-    device: str = _setting(AUTO, "auto: CUDA when the node has a usable GPU, else CPU. cuda fails at init() "
-                                 "when CUDA is not usable, rather than scoring on CPU.",
-                           group=PROFILE, choices=DEVICES)
-    precision: str = _setting(AUTO, "auto: fp16 on CUDA, bf16 on a CPU with native bf16, else fp32; a reduced "
-                                    "precision only where the model's recorded top-1 agreement with fp32 is "
-                                    ">= 99.5%.", group=PROFILE, choices=PRECISIONS)
-    channels_last: str = _setting(AUTO, "NHWC memory layout for convolutions (auto: on).",
+    device: str = _setting(
+        "Device", AUTO, "auto: CUDA when the node has a usable GPU, else CPU. cuda fails at init() when CUDA is not "
+        "usable, rather than scoring on CPU.", group=PROFILE, choices=DEVICES)
+    precision: str = _setting(
+        "Precision", AUTO, "auto: fp16 on CUDA, bf16 on a CPU with native bf16, else fp32; a reduced precision only "
+        "where the model's recorded top-1 agreement with fp32 is >= 99.5%.", group=PROFILE, choices=PRECISIONS)
+    channels_last: str = _setting("Channels-last layout", AUTO, "NHWC memory layout for convolutions (auto: on).",
                                   group=PROFILE, choices=SWITCHES)
-    batch_size: int = _setting(0, "Images per forward pass (0: auto, 32 on CPU, what fits the GPU on CUDA; "
-                                  "never more than mini_batch_size).", group=PROFILE, minimum=0)
-    decode_threads: int = _setting(-1, "Decoding threads per worker (-1: auto, inline on CPU, the node's cores "
-                                       "shared among workers on CUDA; 0: inline).", group=PROFILE,
-                                   minimum=UNLIMITED)
-    compile: bool = _setting(False, "torch.compile the model: ~18 s per worker up front, ~18% faster forward "
-                                    "on CPU; pays only on long runs.", group=PROFILE)
-    max_pixels: int = _setting(DEFAULT_MAX_PIXELS, "Decompression-bomb limit: images with more pixels are "
-                                                   "listed as too_large.", group=PROFILE, minimum=1)
+    batch_size: int = _setting(
+        "Images per forward pass", 0, "Images per forward pass (0: auto, 32 on CPU, what fits the GPU on CUDA; never "
+        "more than mini_batch_size).", group=PROFILE, minimum=0)
+    decode_threads: int = _setting(
+        "Decoding threads per worker", -1, "Decoding threads per worker (-1: auto, inline on CPU, the node's cores "
+        "shared among workers on CUDA; 0: inline).", group=PROFILE, minimum=UNLIMITED)
+    compile: bool = _setting(
+        "Compile the model (torch.compile)", False, "torch.compile the model: ~18 s per worker up front, ~18% faster "
+        "forward on CPU; pays only on long runs.", group=PROFILE)
+    max_pixels: int = _setting(
+        "Largest image (pixels)", DEFAULT_MAX_PIXELS, "Decompression-bomb limit: images with more pixels are listed "
+        "as too_large.", group=PROFILE, minimum=1)
 
-    top_k: int = _setting(1, "Classes per image in predictions.csv, best first: 1 writes label and score; k > 1 "
-                             "adds label_2, score_2 ... label_k, score_k after score.", group=OUTPUTS, minimum=1)
-    all_scores: bool = _setting(False, "Also write every class's probability, as one JSON object per image in the "
-                                       "column scores (what the original job's append_row kept).", group=OUTPUTS)
+    top_k: int = _setting(
+        "Classes per image (top k)", 1, "Classes per image in predictions.csv, best first: 1 writes label and score; "
+        "k > 1 adds label_2, score_2 ... label_k, score_k after score.", group=OUTPUTS, minimum=1)
+    all_scores: bool = _setting(
+        "Every class's score", False, "Also write every class's probability, as one JSON object per image in the "
+        "column scores (what the original job's append_row kept).", group=OUTPUTS)
 
-    storage_timeout: int = _setting(300, "Seconds a local job or the CLI keeps trying an unreachable blob store "
-                                         "before it fails with one line naming it.", group=LOCAL, minimum=1)
+    storage_timeout: int = _setting(
+        "Blob store outage limit (s)", 300, "Seconds a local job or the CLI keeps trying an unreachable blob store "
+        "before it fails with one line naming it.", group=LOCAL, minimum=1)
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -171,7 +182,8 @@ def param_schemas() -> dict[str, tuple[Any, dict[str, Any]]]:
     schemas = {}
     for field in settings_fields():
         meta = field.metadata
-        schema: dict[str, Any] = {"title": field.name, "description": meta["help"], "section": meta["group"]}
+        schema: dict[str, Any] = {"title": meta["title"], "description": f"{meta['help']} ({field.name})",
+                                  "section": meta["group"]}
         if field.type == "bool":
             schema["type"] = "boolean"
         elif field.type == "int":

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from scoring.images import ImageDecodeError, Preprocessor, decode_image
-from scoring.items import image_id
+from scoring.items import image_id, is_input
 from scoring.job_settings import JobSettings
 from scoring.model import ModelFolderError, load_model
 from scoring.predict import Predictor, fit_batch_size, pick_device, predictions
@@ -83,6 +83,8 @@ class MiniBatchScorer:
         rows: list[str] = []
         pending_ids: list[str] = []
         pending_tensors = []
+        # Azure ML hands every file of the folder, the month's completeness marker too: it gets no row.
+        files = [path for path in files if is_input(image_id(path, self.input_root))]
         for path, outcome in zip(files, self._decoded(files)):
             item = image_id(path, self.input_root)
             if isinstance(outcome, ImageDecodeError):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import itertools
 import json
 import re
@@ -33,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from batch_scoring.report import CHUNK_ROWS, REPORT_FILE, read_chunks
-from scoring.items import encode_name
+from scoring.items import encode_name, is_input
 from scoring.merge import ERRORS_FILE, PREDICTIONS_FILE
 from scoring.reuse import sha256_of
 from scoring.rows import ERROR_COLUMNS, PREDICTION_COLUMNS
@@ -64,7 +63,9 @@ class MonthListing:
 
     def __iter__(self) -> Iterator[str]:
         for blob in self._container.list_blobs(name_starts_with=self._prefix):
-            yield encode_name(blob.name[len(self._prefix):])
+            name = encode_name(blob.name[len(self._prefix):])
+            if is_input(name):
+                yield name
 
 
 def list_month_items(container_client, month: str) -> list[str]:
@@ -73,13 +74,12 @@ def list_month_items(container_client, month: str) -> list[str]:
 
 
 def month_fingerprint(container_client, month: str) -> tuple[int, str]:
-    """(blob count, digest of every blob's name and ETag under `<month>/`): any added, changed or removed blob
-    changes it. Streamed: memory stays flat on a month of any size (the listing is in name order)."""
-    digest, count = hashlib.sha256(), 0
-    for blob in container_client.list_blobs(name_starts_with=f"{month}/"):
-        digest.update(f"{blob.name}\0{blob.etag}\n".encode("utf-8", "surrogatepass"))
-        count += 1
-    return count, digest.hexdigest()
+    """(input blob count, digest of every input blob's name and ETag under `<month>/`): the folder check's
+    listing (`batch_scoring.completeness.folder_state`)."""
+    from batch_scoring.completeness import folder_state
+
+    state = folder_state(container_client, month)
+    return state.items, state.fingerprint
 
 
 def _hashes(names: Iterable[str] | np.ndarray) -> np.ndarray:

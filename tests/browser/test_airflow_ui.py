@@ -1,10 +1,12 @@
-"""What a data engineer sees, in a real browser: Chromium driven by Playwright against `make airflow`'s stack.
+"""What a data engineer meets, through the scheduler: `make airflow`'s stack (standalone on PostgreSQL).
 
-Log in, trigger the last complete month from the form, wait for the run, see the month on the
-runs, open the submit task's *Azure ML Studio* link (an http page of the job), read
-the wait task's log (a progress line and the final summary). Screenshots go to
-`test-output/browser/`. Skipped where Debian's chromium is absent; `.ci/run`
-installs it.
+In a real browser (Chromium driven by Playwright): log in, trigger the last complete month from
+the form, wait for the run, see the month on the runs, open the submit task's *Azure ML Studio*
+link (an http page of the job), read the wait task's log (a progress line and the final summary),
+log out and find the job page refused. Screenshots go to `test-output/browser/`; the browser test
+is skipped where Debian's chromium is absent (`.ci/run` installs it). Through the REST API, as
+scripts and the UI call it: two triggers at once, a misspelt configuration key, a backfill given
+a month.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ import pytest
 
 from batch_scoring.month import previous_month
 from devstack import azurite as azurite_service
+from devstack import postgres
 from devstack.airflow_env import airflow_env
 from devstack.airflow_ui import admin_password, start_standalone
 from localml.process_group import stop_pidfile
+from scoring.items import MONTH_MARKER
 from scoring.job_settings import JobSettings
 from support import image_bytes, running_azurite
 
@@ -38,10 +42,8 @@ MONTH = previous_month(dt.datetime.now(dt.timezone.utc))
 IMAGES = 1200
 DAG_ID = "monthly_batch_scoring"
 SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "browser"
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)"),
-]
+pytestmark = pytest.mark.e2e
+needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")
 
 
 @pytest.fixture(scope="module")
@@ -64,16 +66,21 @@ def stack(tmp_path_factory, azurite, model_dir):
     for index in range(IMAGES):
         images.upload_blob(f"{MONTH}/ui/{index:03d}.png", image_bytes("PNG", size=(64 + index % 50, 64)),
                            overwrite=True)
+    images.upload_blob(f"{MONTH}/{MONTH_MARKER}", b"", overwrite=True)  # the upload is complete
     port = azurite_service.free_port()
-    env = airflow_env(azurite, state_dir=root / "state", airflow_home=root / "airflow",
-                      api_url=f"http://127.0.0.1:{port}")
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
-    pidfile = root / "standalone.pid"
-    url = start_standalone(env, port, pidfile=pidfile, logfile=root / "standalone.log")
+    database = postgres.start(root / "postgres", port=azurite_service.free_port())
     try:
-        yield url, admin_password(root / "airflow")
+        env = airflow_env(azurite, state_dir=root / "state", airflow_home=root / "airflow",
+                          api_url=f"http://127.0.0.1:{port}", database_url=database.sqlalchemy_url)
+        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
+        pidfile = root / "standalone.pid"
+        url = start_standalone(env, port, pidfile=pidfile, logfile=root / "standalone.log")
+        try:
+            yield url, admin_password(root / "airflow")
+        finally:
+            stop_pidfile(pidfile, grace_s=60)
     finally:
-        stop_pidfile(pidfile, grace_s=60)
+        postgres.stop(root / "postgres", discard=True)
 
 
 class Api:
@@ -101,15 +108,27 @@ class Api:
         return found
 
     def unpause(self) -> None:
-        # SQLite allows one writer: a write racing the scheduler's can answer 500 ("database is locked").
-        for attempt in range(6):
-            try:
-                self._call(f"/api/v2/dags/{DAG_ID}", "PATCH", {"is_paused": False})
-                return
-            except urllib.error.HTTPError as error:
-                if error.code < 500 or attempt == 5:
-                    raise
-                time.sleep(2)
+        self._call(f"/api/v2/dags/{DAG_ID}", "PATCH", {"is_paused": False})
+
+    def trigger(self, conf: dict) -> dict:
+        return self._call(f"/api/v2/dags/{DAG_ID}/dagRuns", "POST", {"logical_date": None, "conf": conf})
+
+    def run(self, run_id: str) -> dict:
+        return self._call(f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}")
+
+    def finished(self, run_id: str, timeout_s: float = 300) -> dict:
+        return self.wait_for(lambda: (run := self.run(run_id))["state"] in ("success", "failed") and run,
+                             timeout_s, f"run {run_id} did not finish")
+
+    def task_log(self, run_id: str, task_id: str) -> str:
+        answer = self._call(f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/"
+                            f"{task_id}/logs/1?full_content=true")
+        content = answer.get("content")
+        return json.dumps(content) if not isinstance(content, str) else content
+
+    def task_state(self, run_id: str, task_id: str) -> str:
+        return self._call(f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/"
+                          f"{task_id}")["state"]
 
     def wait_dag_visible(self, timeout_s: float = 180) -> None:
         deadline = time.monotonic() + timeout_s
@@ -122,6 +141,7 @@ class Api:
         raise AssertionError(f"{DAG_ID} was not parsed within {timeout_s:.0f}s")
 
 
+@needs_chromium
 def test_a_person_triggers_a_month_and_follows_it_in_the_ui(stack):
     from playwright.sync_api import expect, sync_playwright
 
@@ -150,6 +170,10 @@ def test_a_person_triggers_a_month_and_follows_it_in_the_ui(stack):
             form.locator("#element_month").fill(MONTH)
             form.get_by_text("Compute", exact=True).click()
             form.locator("input[name=element_poll_interval]").fill("2")
+            # Job settings titled in words, from the one definition of the settings.
+            form.get_by_text("Job settings", exact=True).click()
+            expect(form.get_by_role("spinbutton", name="Files per mini-batch")).to_be_visible()
+            expect(form.get_by_role("spinbutton", name="Failed images tolerated")).to_be_visible()
             # What the button sends is the form's JSON, which follows the fields a render later: read it back
             # first, as a person checking the form would (clicking before it caught up once sent an empty conf).
             form.get_by_text("Advanced Options", exact=True).click()
@@ -200,6 +224,7 @@ def test_a_person_triggers_a_month_and_follows_it_in_the_ui(stack):
             expect(page.get_by_role("heading", name=re.compile(r"^Job monthly-batch-scoring-"))).to_be_visible()
             expect(page.locator("table")).to_contain_text("Completed")
             expect(page.locator("#job-log")).to_contain_text("mini-batch")
+            expect(page.get_by_role("link", name=re.compile(r"^Airflow run "))).to_be_visible()  # back to the run
             page.screenshot(path=SHOTS / "05-job-page.png")
             job_log = page.request.get(f"{target}/log").text()
             # A log people read: a line per mini-batch and a few more, no HTTP request dumps.
@@ -217,8 +242,60 @@ def test_a_person_triggers_a_month_and_follows_it_in_the_ui(stack):
                 rf"job monthly-batch-scoring-{MONTH}\S* Completed: \d+ images, \d+ scored, \d+ errors; in [\d.]+s "
                 r"\([\d.]+ img/s\)")).last).to_be_visible()
             page.screenshot(path=SHOTS / "06-wait-log.png", full_page=True)
+
+            # Logged out, the job page and its log are refused: they show paths, run ids and logs.
+            page.context.clear_cookies()
+            for address in (target, f"{target}/log"):
+                refused = page.goto(address)
+                assert refused.status == 401, (address, refused.status)
+                assert "mini-batch" not in page.content()
         except BaseException:
             page.screenshot(path=SHOTS / "failure.png", full_page=True)
             raise
         finally:
             browser.close()
+
+
+def test_two_triggers_at_once_both_answer_and_both_runs_succeed(stack):
+    """On SQLite one of two simultaneous triggers answered 500 after 60 s; on PostgreSQL both go through."""
+    import concurrent.futures
+
+    url, password = stack
+    api = Api(url, password)
+    api.wait_dag_visible()
+    api.unpause()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        started = time.monotonic()
+        runs = list(pool.map(lambda _: api.trigger({"month": MONTH, "poll_interval": 1}), range(2)))
+        seconds = time.monotonic() - started
+    assert seconds < 30 and len({run["dag_run_id"] for run in runs}) == 2, (seconds, runs)
+    for run in runs:  # the month's job is shared: one submits or reuses, the other joins or reuses
+        assert api.finished(run["dag_run_id"], timeout_s=480)["state"] == "success"
+
+
+def test_a_misspelt_configuration_key_fails_the_run_at_its_plan_naming_the_key(stack):
+    url, password = stack
+    api = Api(url, password)
+    api.wait_dag_visible()
+    api.unpause()
+    run = api.trigger({"mnth": MONTH})
+    assert api.finished(run["dag_run_id"])["state"] == "failed"
+    assert api.task_state(run["dag_run_id"], "plan_run") == "failed"
+    assert "unknown run configuration key(s) 'mnth'; known: " in api.task_log(run["dag_run_id"], "plan_run")
+    assert api.task_state(run["dag_run_id"], "check_month_folder") != "success"  # nothing was scored
+
+
+def test_a_backfill_given_a_month_refuses_it_in_every_interval(stack):
+    url, password = stack
+    api = Api(url, password)
+    api.wait_dag_visible()
+    api.unpause()
+    backfill = api._call("/api/v2/backfills", "POST", {
+        "dag_id": DAG_ID, "from_date": "2025-11-01T00:00:00Z", "to_date": "2025-12-01T00:00:00Z",
+        "dag_run_conf": {"month": "202607"}, "max_active_runs": 2})
+    runs = api.wait_for(lambda: [r for r in api.runs() if r["run_type"] == "backfill"] or None, 120,
+                        f"backfill {backfill['id']} created no run")
+    for run in runs:
+        assert api.finished(run["dag_run_id"])["state"] == "failed"
+        log = api.task_log(run["dag_run_id"], "plan_run")
+        assert "a backfill scores the month of each of its intervals; remove 'month' ('202607')" in log, log[-2000:]

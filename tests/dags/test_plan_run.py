@@ -19,10 +19,22 @@ def _params(**overrides) -> dict:
     return {**{name: param.value for name, param in DAG.params.items()}, **overrides}
 
 
-def _plan(conf: dict | None = None, **overrides) -> dict:
-    return PLAN(params=_params(**overrides), data_interval_start=INTERVAL_START,
-                dag_run=SimpleNamespace(run_after=INTERVAL_START, conf=conf or {}),
-                dag=SimpleNamespace(dag_id=DAG.dag_id))
+def _plan(conf: dict | None = None, run_type: str = "manual", **overrides) -> dict:
+    """The plan task as Airflow runs it: the run's conf merged into its params, unknown keys included."""
+    return PLAN(params={**_params(**overrides), **(conf or {})}, data_interval_start=INTERVAL_START,
+                dag_run=SimpleNamespace(run_after=INTERVAL_START, conf=conf or {}, run_type=run_type),
+                dag=SimpleNamespace(dag_id=DAG.dag_id, params=DAG.params))
+
+
+def test_a_month_in_a_backfills_configuration_is_refused_not_applied_to_every_interval():
+    with pytest.raises(AirflowFailException) as raised:
+        _plan(conf={"month": "202607"}, run_type="backfill", month="202607")
+    assert str(raised.value) == ("a backfill scores the month of each of its intervals; remove 'month' ('202607') "
+                                 "from the backfill's configuration")
+    assert _plan(conf={"poll_interval": 5}, run_type="backfill", poll_interval=5)["month"] == "202610"
+    # The month the run-notes listener writes into each run's conf is the interval's own: it stands.
+    assert _plan(conf={"month": "202610"}, run_type="backfill", month="202610")["month"] == "202610"
+    assert _plan(conf={"month": "202607"}, month="202607")["month"] == "202607"  # a manual run may name one
 
 
 def test_a_misspelt_configuration_key_fails_the_plan_naming_it_and_the_known_ones():
@@ -54,34 +66,3 @@ def test_a_refused_value_fails_the_plan_task_in_one_line_without_retries(overrid
     with pytest.raises(AirflowFailException) as raised:
         _plan(**overrides)
     assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
-
-
-def _check_folder(monkeypatch, azurite, container: str):
-    import json
-
-    monkeypatch.setenv("AIRFLOW_CONN_WASB_DEFAULT", json.dumps(
-        {"conn_type": "wasb", "extra": {"connection_string": azurite.connection_string}}))
-    check = DAG.get_task("check_month_folder").python_callable
-    return check("202610", params=_params(images_container=container))
-
-
-def test_an_empty_month_fails_the_folder_check_at_once_naming_container_and_prefix(monkeypatch, azurite,
-                                                                                   blob_service):
-    blob_service.create_container("emptymonth")
-    with pytest.raises(AirflowFailException) as raised:
-        _check_folder(monkeypatch, azurite, "emptymonth")
-    assert str(raised.value) == ("no blobs under emptymonth/202610/ (wasb_default): upload the month's images there, "
-                                 "then clear this task")
-
-
-def test_the_folder_fingerprint_changes_when_a_blob_is_added_or_replaced(monkeypatch, azurite, blob_service):
-    container = blob_service.create_container("fingerprint")
-    container.upload_blob("202610/a.jpg", b"a")
-    first = _check_folder(monkeypatch, azurite, "fingerprint")
-    assert first["items"] == 1 and first == _check_folder(monkeypatch, azurite, "fingerprint")
-    container.upload_blob("202610/a.jpg", b"new bytes", overwrite=True)
-    replaced = _check_folder(monkeypatch, azurite, "fingerprint")
-    container.upload_blob("202610/late.jpg", b"late")
-    added = _check_folder(monkeypatch, azurite, "fingerprint")
-    assert len({first["fingerprint"], replaced["fingerprint"], added["fingerprint"]}) == 3
-    assert added["items"] == 2

@@ -26,7 +26,7 @@ def test_seed_uploads_the_month_and_keeps_a_registered_model(tmp_path, azurite, 
     })
     assert result.returncode == 0, result.stderr[-2000:]
     names = [b.name for b in blob_service.get_container_client("images").list_blobs(name_starts_with="202607/")]
-    assert len(names) == 305 and "202607/notes.txt" in names
+    assert len(names) == 305 + 1 and "202607/notes.txt" in names and "202607/_SUCCESS" in names  # + the marker
     assert "already registered" in result.stderr
 
 

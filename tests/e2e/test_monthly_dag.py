@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from scoring.items import MONTH_MARKER
+
 from devstack.airflow_env import airflow_env
 from support import write_small_month
 
@@ -36,6 +38,7 @@ def uploaded_month(tmp_path_factory, blob_service_module):
         container.create_container()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         container.upload_blob(f"{MONTH}/{path.relative_to(folder).as_posix()}", path.read_bytes())
+    container.upload_blob(f"{MONTH}/{MONTH_MARKER}", b"")  # the uploader's last word: the month is complete
     return expected
 
 
@@ -132,6 +135,7 @@ def test_a_month_published_through_a_sas_connection_shows_its_signature_nowhere(
         container.create_container()
     for index in range(3):
         container.upload_blob(f"{month}/{index}.png", image_bytes("PNG"), overwrite=True)
+    container.upload_blob(f"{month}/{MONTH_MARKER}", b"", overwrite=True)
     result = _dags_test(sas_env, {"month": month, "poll_interval": 1})
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
 
@@ -208,6 +212,7 @@ def test_airflow_retries_the_wait_after_the_job_is_killed_and_the_next_attempt_f
     names = [f"{index:03d}.png" for index in range(600)]
     for name in names:
         container.upload_blob(f"{month}/{name}", image_bytes("PNG", size=(300, 300)), overwrite=True)
+    container.upload_blob(f"{month}/{MONTH_MARKER}", b"", overwrite=True)
     base = f"monthly-batch-scoring-{month}"
     jobs_dir = root / "state" / "localml" / "jobs"
     rows = root / "state" / "localml" / "months" / "images" / month / "rows"
@@ -257,6 +262,7 @@ def test_a_clock_step_while_the_job_runs_leaves_it_running_and_the_month_is_scor
     names = [f"{index:03d}.png" for index in range(300)]
     for name in names:
         container.upload_blob(f"{month}/{name}", image_bytes("PNG", size=(300, 300)), overwrite=True)
+    container.upload_blob(f"{month}/{MONTH_MARKER}", b"", overwrite=True)
     step = tmp_path / "clock-stepped"
     stepped_env = {**env, "CLOCK_STEP_FILE": str(step), "BATCH_SCORING_RETRY_DELAY_S": "2",
                    "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent / "clock_step"), env["PYTHONPATH"]])}
@@ -304,6 +310,7 @@ def test_the_next_month_is_compared_with_the_last_and_a_shift_is_a_warning(stack
     for month, shapes in (("202605", ["circle"] * 12), ("202606", ["circle"] * 2 + ["square"] * 10)):
         for index, shape in enumerate(shapes):
             container.upload_blob(f"{month}/{index:02d}.png", png(shape, index), overwrite=True)
+        container.upload_blob(f"{month}/{MONTH_MARKER}", b"", overwrite=True)
         result = subprocess.run(
             [sys.executable, "-m", "airflow", "dags", "test", "-c", json.dumps({"month": month, "poll_interval": 1}),
              "monthly_batch_scoring", LOGICAL_DATE], env=env, capture_output=True, text=True, timeout=600)
@@ -315,3 +322,47 @@ def test_the_next_month_is_compared_with_the_last_and_a_shift_is_a_warning(stack
     assert manifest["drift"]["previous_month"] == "202605" and manifest["drift"]["warning"] is True
     report = published.download_blob("202606/report.html").readall().decode()
     assert "Warning: drift vs 202605" in report
+
+
+def test_a_month_still_uploading_waits_deferred_and_is_scored_once_its_marker_lands(stack, blob_service_module):
+    """The folder check through Airflow: no marker yet, so the task defers (no job, nothing registered) and logs
+    what it sees; the marker lands; the month is scored and published, the marker never an input."""
+    import threading
+    import time
+
+    from support import image_bytes
+
+    root, env = stack
+    month = "202602"
+    container = blob_service_module.get_container_client("images")
+    if not container.exists():
+        container.create_container()
+    for index in range(3):
+        container.upload_blob(f"{month}/{index}.png", image_bytes("PNG"), overwrite=True)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "airflow", "dags", "test", "-c", json.dumps({"month": month, "poll_interval": 1}),
+         "monthly_batch_scoring", LOGICAL_DATE], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(run.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 240
+        while not any("marker absent; waiting: no _SUCCESS marker yet" in line for line in lines):
+            assert time.monotonic() < deadline and run.poll() is None, "".join(lines)[-4000:]
+            time.sleep(0.2)
+        assert not any(p.name.endswith(month) for p in (root / "state" / "localml" / "jobs").glob("*")) \
+            if (root / "state" / "localml" / "jobs").exists() else True  # nothing submitted while it waits
+        container.upload_blob(f"{month}/{MONTH_MARKER}", b"", overwrite=True)
+        run.wait(timeout=600)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    reader.join(10)
+    output = "".join(lines)
+    assert run.returncode == 0, output[-6000:]
+    assert any("TaskDeferred" in line or "deferred" in line.lower() for line in lines)
+    published = blob_service_module.get_container_client("predictions")
+    predictions, errors = (published.download_blob(f"{month}/{name}").readall().decode()
+                           for name in ("predictions.csv", "errors.csv"))
+    assert MONTH_MARKER not in predictions + errors
+    assert predictions.count("\n") - 1 == 3

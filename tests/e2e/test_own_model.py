@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from scoring.items import MONTH_MARKER
 import torch
 
 from custom_models import LABELS, save_pickled, save_program, save_torchscript, trained_like
@@ -71,6 +73,7 @@ def _upload_month(blobs, month: str, count: int = 7) -> list[str]:
         images.upload_blob(name, image_bytes("PNG" if index % 2 else "JPEG", size=(36 + 5 * index, 40)),
                            overwrite=True)
     images.upload_blob(f"{month}/shots/broken.jpg", b"not an image", overwrite=True)
+    images.upload_blob(f"{month}/{MONTH_MARKER}", b"", overwrite=True)  # the upload is complete
     return [name.split("/", 1)[1] for name in names]
 
 

@@ -58,18 +58,26 @@ def test_program_arguments_carry_exactly_the_profile_the_outputs_and_the_workers
                      settings_fields(OUTPUTS)} | {"max_concurrency_per_instance"})
 
 
+def test_every_field_of_the_form_has_a_title_in_words_and_its_name_in_the_description():
+    for name, (_default, schema) in param_schemas().items():
+        assert schema["title"] != name and "_" not in schema["title"], name
+        assert schema["description"].endswith(f"({name})"), name
+
+
 def test_a_new_field_reaches_every_consumer(monkeypatch):
     """What 'one place' buys: a setting added to the dataclass shows in the form, the CLI and the job's arguments."""
     extended = dataclasses.make_dataclass(
         "Extended", [("labels_per_image", int, dataclasses.field(default=1, metadata={
-            "help": "labels per image", "group": PROFILE, "minimum": 1, "choices": None}))], bases=(JobSettings,),
+            "title": "Labels per image", "help": "labels per image", "group": PROFILE, "minimum": 1,
+            "choices": None}))], bases=(JobSettings,),
         frozen=True)
     for field in dataclasses.fields(extended):
         if field.name == "labels_per_image":
             field.type = "int"  # as `from __future__ import annotations` spells it in the real module
     monkeypatch.setattr("scoring.job_settings.JobSettings", extended)
-    assert param_schemas()["labels_per_image"] == (1, {"title": "labels_per_image", "description": "labels per image",
-                                            "section": PROFILE, "type": "integer", "minimum": 1})
+    assert param_schemas()["labels_per_image"] == (1, {
+        "title": "Labels per image", "description": "labels per image (labels_per_image)", "section": PROFILE,
+        "type": "integer", "minimum": 1})
     parser = argparse.ArgumentParser()
     add_cli_options(parser)
     assert parser.parse_args(["--labels_per_image", "3"]).labels_per_image == 3

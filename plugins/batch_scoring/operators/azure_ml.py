@@ -37,6 +37,7 @@ from batch_scoring.triggers.azure_ml import (
     AzureMLJobTrigger,
     StateClock,
     job_event,
+    next_poll_s,
     stall_check,
     still_running,
 )
@@ -243,7 +244,7 @@ class AzureMLWaitForJobOperator(_AzureMLOperator):
 
     :param job_name: the job to wait for.
     :param job_spec: the job the run wants (the submit task's `job_spec` XCom), for resubmitting.
-    :param poll_interval: seconds between status checks.
+    :param poll_interval: the most seconds between status checks (fewer while the job is young).
     :param timeout: seconds to wait before cancelling the job and failing.
     :param deferrable: wait in the triggerer instead of holding a worker slot.
     :param queued_warning_s: report a job Queued longer than this (quota, preemption) at each poll.
@@ -294,6 +295,7 @@ class AzureMLWaitForJobOperator(_AzureMLOperator):
                 method_name="execute_complete",
             )
         clock = StateClock()
+        watching_since = time.monotonic()
         while not info.terminal:
             warning, give_up = stall_check(info, clock.seconds_in(info.status, time.time()),
                                            queued_warning_s=self.queued_warning_s,
@@ -308,8 +310,9 @@ class AzureMLWaitForJobOperator(_AzureMLOperator):
                 raise AzureMLJobFailed(
                     f"job {self.job_name} still {info.status} after {self.timeout:.0f}s; it was cancelled. {info.url}"
                 )
-            self.log.info("%s; next check in %ss", still_running(info), self.poll_interval)
-            time.sleep(self.poll_interval)
+            pause = next_poll_s(self.poll_interval, time.monotonic() - watching_since)
+            self.log.info("%s; next check in %.0fs", still_running(info), pause)
+            time.sleep(pause)
             info = self.hook.get_job(self.job_name)
         return self._finish(job_event(info))
 

@@ -23,6 +23,13 @@ RESUME_DWELL_S = 15.0
 TRANSIENT_RETRY_S = 600.0
 QUEUED_WARNING_S = 1800.0  # a job Queued this long is reported, each poll, with the likely causes
 STALLED_TIMEOUT_S = 3600.0  # a job Paused or Unknown this long is cancelled and the wait fails
+MIN_POLL_S = 2.0  # the first checks of a job
+
+
+def next_poll_s(poll_interval: float, watched_s: float) -> float:
+    """Seconds to the next status check: a tenth of how long the job has been watched, at least MIN_POLL_S, at
+    most `poll_interval`. A 12 s month ends within 2 s of the job; a 3-hour one is asked every `poll_interval`."""
+    return min(poll_interval, max(MIN_POLL_S, watched_s / 10))
 
 
 class StateClock:
@@ -60,7 +67,7 @@ class AzureMLJobTrigger(BaseTrigger):
     :param job_name: the job to watch.
     :param azure_ml_conn_id: the Azure ML connection id.
     :param end_time: epoch seconds after which the job is cancelled and the wait fails.
-    :param poll_interval: seconds between two status checks.
+    :param poll_interval: the most seconds between two status checks (fewer while the job is young: `next_poll_s`).
     :param cancel_on_kill: cancel the job when the task is killed (not when another run submitted it).
     :param resume_after: epoch seconds before which a finished job's event is held (see `RESUME_DWELL_S`).
     :param queued_warning_s: a job Queued longer than this is reported with its likely causes at each poll.
@@ -108,6 +115,7 @@ class AzureMLJobTrigger(BaseTrigger):
         # Everything the SDKs do is synchronous: build and call them in a thread, never on the triggerer's loop.
         hook = await asyncio.to_thread(self._connected_hook)
         clock = StateClock()
+        watching_since = time.monotonic()
         while True:
             info = await self._get_job(hook)
             if info.terminal:
@@ -133,8 +141,9 @@ class AzureMLJobTrigger(BaseTrigger):
                 return
             if warning:
                 self.log.warning("%s", warning)
-            self.log.info("%s; next check in %ss", still_running(info), self.poll_interval)
-            await asyncio.sleep(min(self.poll_interval, max(0.0, self.end_time - time.time())) or 0.01)
+            pause = next_poll_s(self.poll_interval, time.monotonic() - watching_since)
+            self.log.info("%s; next check in %.0fs", still_running(info), pause)
+            await asyncio.sleep(min(pause, max(0.0, self.end_time - time.time())) or 0.01)
 
     async def _get_job(self, hook: AzureMLHook):
         """The job's state; a workspace that does not answer for a while is asked again, with backoff, for up to

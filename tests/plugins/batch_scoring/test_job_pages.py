@@ -4,6 +4,7 @@ import json
 
 from fastapi.testclient import TestClient
 
+import batch_scoring.job_pages as job_pages
 from batch_scoring.job_pages import URL_PREFIX, app, job_page_base
 from devstack.airflow_env import connections
 from localml.workspace import write_json
@@ -12,10 +13,24 @@ CONNECTION_STRING = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1
                      "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;")
 
 
-def _client(tmp_path, monkeypatch) -> TestClient:
+def _client(tmp_path, monkeypatch, *, logged_in: bool = True) -> TestClient:
+    """The app as the API server mounts it; `logged_in`: as a user the auth manager lets read the DAG's logs
+    (the refusal itself goes through the real API server in the browser test's stack)."""
     for name, value in connections(CONNECTION_STRING, tmp_path, api_url="http://127.0.0.1:8080").items():
         monkeypatch.setenv(name, value)
+    if logged_in:
+        monkeypatch.setitem(app.dependency_overrides, job_pages._logged_in_user, lambda: "reader")
+        monkeypatch.setattr(job_pages, "_authorize", lambda request, user, info: None)
     return TestClient(app)
+
+
+def test_without_an_airflow_token_no_job_page_or_log_is_shown(tmp_path, monkeypatch):
+    _job(tmp_path, "monthly-batch-scoring-202610", {"status": "Running"}, ["secret path /data/x"])
+    client = _client(tmp_path, monkeypatch, logged_in=False)
+    for path in ("/jobs/monthly-batch-scoring-202610", "/jobs/monthly-batch-scoring-202610/log", "/jobs/nope"):
+        answer = client.get(path)
+        assert answer.status_code == 401, path
+        assert "secret path" not in answer.text
 
 
 def _job(tmp_path, name: str, status: dict, log_lines: list[str]) -> None:
@@ -50,3 +65,17 @@ def test_unknown_or_unsafe_job_names_are_404s(tmp_path, monkeypatch):
     assert client.get("/jobs/nope").status_code == 404
     assert client.get("/jobs/..%2F..%2Fetc").status_code == 404
     assert client.get("/jobs/a..b/log").status_code == 404
+
+
+def test_a_running_jobs_page_refreshes_itself_and_links_back_to_its_run(tmp_path, monkeypatch):
+    name = "monthly-batch-scoring-202610"
+    _job(tmp_path, name, {"status": "Running"}, ["scoring"])
+    write_json(tmp_path / "jobs" / name / "spec.json",
+               {"tags": {"month": "202610", "dag_id": "monthly_batch_scoring", "run_id": "manual__2026-11-02"}})
+    client = _client(tmp_path, monkeypatch)
+    page = client.get(f"/jobs/{name}").text
+    assert "<meta http-equiv='refresh' content='5'>" in page
+    assert "href='/dags/monthly_batch_scoring/runs/manual__2026-11-02'" in page
+    assert "href='/dags/monthly_batch_scoring/runs/manual__2026-11-02/tasks/validate_and_publish'" in page
+    write_json(tmp_path / "jobs" / name / "status.json", {"name": name, "status": "Completed"})
+    assert "http-equiv='refresh'" not in client.get(f"/jobs/{name}").text  # a finished job's page stays put

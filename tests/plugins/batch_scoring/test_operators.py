@@ -126,6 +126,16 @@ def test_non_deferred_wait_polls_until_completed(client):
     assert event["status"] == "success" and event["job_status"] == "Completed"
 
 
+def test_a_short_job_is_seen_ending_within_seconds_with_the_default_poll_interval(client):
+    _submit(client)
+    client.jobs.set_status(BASE, "Running")
+    threading.Timer(3, client.jobs.set_status, args=(BASE, "Completed")).start()
+    started = time.monotonic()
+    event = _wait(client, deferrable=False).execute(context())  # poll_interval: the default 30 s
+    assert event["job_status"] == "Completed"
+    assert time.monotonic() - started < 8  # was 30: the first check after the start came at the poll interval
+
+
 def test_timeout_cancels_the_job(client):
     _submit(client)
     client.jobs.set_status(BASE, "Running")
