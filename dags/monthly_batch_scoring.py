@@ -39,6 +39,7 @@ from airflow.sdk import Asset, Param, dag, task
 from batch_scoring.completeness import DEFAULT_QUIET_MINUTES, DEFAULT_RULE, DEFAULT_TIMEOUT_HOURS
 from batch_scoring.completeness import RULES as COMPLETENESS_RULES
 from batch_scoring.drift import DEFAULT_PSI_THRESHOLD
+from batch_scoring.notifications import ALERT_PARAM, DRIFT, FAILED, MonthAlert
 from batch_scoring.month import MONTH_SCHEMA, MONTHLY_DAG_ID
 from batch_scoring.timetable import MonthlyScoringTimetable
 from batch_scoring.operators.month_folder import FINGERPRINT_KEY, MonthFolderCompleteOperator
@@ -70,7 +71,8 @@ JOB_PARAMS = {name: Param(default, **schema) for name, (default, schema) in para
     start_date=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
     catchup=False,
     max_active_runs=2,
-    default_args={"retries": 2, "retry_delay": RETRY_DELAY},
+    # A task that fails for good (its retries spent) tells the run's alert_emails, with the month and why.
+    default_args={"retries": 2, "retry_delay": RETRY_DELAY, "on_failure_callback": MonthAlert(FAILED)},
     tags=["scoring", "azure-ml", "monthly"],
     doc_md=__doc__,
     render_template_as_native_obj=True,
@@ -102,6 +104,10 @@ JOB_PARAMS = {name: Param(default, **schema) for name, (default, schema) in para
         "compute_name": Param("gpu-cluster", type="string", minLength=2, title="Compute cluster", section="Compute"),
         "max_nodes": Param(2, type="integer", minimum=1, title="Max nodes", section="Compute"),
         "poll_interval": Param(30, type="integer", minimum=1, title="Status poll interval (s)", section="Compute"),
+        ALERT_PARAM: Param("", type="string", title="Alert e-mails",
+                           description="Comma-separated addresses told of a failed month and of a drift warning, "
+                                       "through the smtp_default connection (empty: no message).",
+                           section="Report"),
         "drift_psi_threshold": Param(DEFAULT_PSI_THRESHOLD, type="number", minimum=0, title="Drift warning threshold",
                                      description="Population stability index against the previous published month "
                                                  "above which the report and the log mark the month as a warning "
@@ -171,6 +177,10 @@ def monthly_batch_scoring():
             )
         except PublishRefused as refused:  # a retry cannot make this job the latest
             raise AirflowFailException(str(refused)) from None
+        if (manifest.get("drift") or {}).get("warning"):
+            from airflow.sdk import get_current_context
+
+            MonthAlert(DRIFT, reason=manifest["drift"]["message"]).notify(get_current_context())
         outlet_events[MONTHLY_PREDICTIONS].extra = {"month": month, "job_name": job["job_name"], **manifest["counts"]}
         return manifest
 

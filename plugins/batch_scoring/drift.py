@@ -79,7 +79,8 @@ class Drift:
 
     def to_dict(self) -> dict:
         return {"previous_month": self.previous_month, "label_psi": round(self.label_psi, 6),
-                "score_psi": round(self.score_psi, 6), "threshold": self.threshold, "warning": self.warning}
+                "score_psi": round(self.score_psi, 6), "threshold": self.threshold, "warning": self.warning,
+                "message": self.describe()}
 
 
 def compare(previous: Mapping | None, current: Mapping, *, previous_month: str,

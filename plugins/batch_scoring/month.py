@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from scoring.month import MONTH_PATTERN, MONTH_SCHEMA, InvalidMonth, validate_month  # noqa: F401 - re-exported
+from scoring.month import MONTH_SCHEMA, InvalidMonth, validate_month  # noqa: F401 - re-exported
 
 MONTHLY_DAG_ID = "monthly_batch_scoring"  # the DAG whose runs this rule maps to months (and are noted with them)
 

@@ -68,11 +68,6 @@ class MonthListing:
                 yield name
 
 
-def list_month_items(container_client, month: str) -> list[str]:
-    """Every blob under `<month>/`, as image ids relative to the month folder, in item order."""
-    return sorted(MonthListing(container_client, month))
-
-
 def month_fingerprint(container_client, month: str) -> tuple[int, str]:
     """(input blob count, digest of every input blob's name and ETag under `<month>/`): the folder check's
     listing (`batch_scoring.completeness.folder_state`)."""

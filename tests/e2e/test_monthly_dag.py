@@ -42,6 +42,41 @@ def uploaded_month(tmp_path_factory, blob_service_module):
     return expected
 
 
+class _Mailbox:
+    """A real SMTP server on 127.0.0.1 (aiosmtpd), keeping every message it receives."""
+
+    def __init__(self):
+        self.messages: list = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's handler name
+        import email
+
+        self.messages.append(email.message_from_bytes(envelope.content))
+        return "250 OK"
+
+    def subjects(self) -> list[str]:
+        import email.header
+
+        return [str(email.header.make_header(email.header.decode_header(m["Subject"]))) for m in self.messages]
+
+
+@pytest.fixture(scope="module")
+def mailbox():
+    from aiosmtpd.controller import Controller
+
+    from devstack.azurite import free_port
+
+    box = _Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        yield box, {"AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({
+            "conn_type": "smtp", "host": "127.0.0.1", "port": controller.port,
+            "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "airflow@example.com"}})}
+    finally:
+        controller.stop()
+
+
 @pytest.fixture(scope="module")
 def blob_service_module(azurite):
     from azure.storage.blob import BlobServiceClient
@@ -176,7 +211,9 @@ def test_a_bad_month_is_refused_before_any_io(stack, bad_month):
     result = _dags_test(env, {"month": bad_month})
     assert result.returncode != 0
     output = result.stdout + result.stderr
-    assert bad_month in output
+    # The plan task's own one line, by the month rule: not any failure that happens to echo the conf.
+    assert f"invalid month {bad_month!r}: expected YYYYMM" in output, output[-3000:]
+    assert "plan_run" in output and "AirflowFailException" in output
     assert sorted((root / "state" / "localml").rglob("*.json")) == jobs_before
 
 
@@ -291,7 +328,7 @@ def test_a_clock_step_while_the_job_runs_leaves_it_running_and_the_month_is_scor
     assert manifest["job_name"] == base and manifest["counts"]["scored"] == len(names)
 
 
-def test_the_next_month_is_compared_with_the_last_and_a_shift_is_a_warning(stack, blob_service_module):
+def test_the_next_month_is_compared_with_the_last_and_a_shift_is_a_warning(stack, blob_service_module, mailbox):
     """Two small months of different shapes: the second's report and manifest carry drift against the first."""
     import io as bytes_io
     import random
@@ -304,18 +341,32 @@ def test_the_next_month_is_compared_with_the_last_and_a_shift_is_a_warning(stack
         return buffer.getvalue()
 
     _root, env = stack
+    box, smtp = mailbox
+    env = {**env, **smtp}
     container = blob_service_module.get_container_client("images")
     if not container.exists():
         container.create_container()
+    before = len(box.messages)
     for month, shapes in (("202605", ["circle"] * 12), ("202606", ["circle"] * 2 + ["square"] * 10)):
         for index, shape in enumerate(shapes):
             container.upload_blob(f"{month}/{index:02d}.png", png(shape, index), overwrite=True)
         container.upload_blob(f"{month}/{MONTH_MARKER}", b"", overwrite=True)
+        conf = {"month": month, "poll_interval": 1, "alert_emails": "data-team@example.com"}
         result = subprocess.run(
-            [sys.executable, "-m", "airflow", "dags", "test", "-c", json.dumps({"month": month, "poll_interval": 1}),
+            [sys.executable, "-m", "airflow", "dags", "test", "-c", json.dumps(conf),
              "monthly_batch_scoring", LOGICAL_DATE], env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+        if month == "202605":
+            assert len(box.messages) == before  # a clean month: nothing sent
     output = result.stdout + result.stderr
+    # The shifted month: one message, naming the month and the reason, with the links.
+    [drift_message] = box.messages[before:]
+    assert drift_message["To"] == "data-team@example.com"
+    subject = box.subjects()[-1]
+    assert subject.startswith("month 202606: drift warning: drift vs 202605: label PSI "), subject
+    body = drift_message.get_payload(decode=True) if not drift_message.is_multipart() else \
+        drift_message.get_payload()[0].get_payload(decode=True)
+    assert b"/dags/monthly_batch_scoring/runs/" in body and b"predictions/202606/report.html" in body
     assert "drift vs 202605: label PSI " in output and "above the threshold 0.2" in output
     published = blob_service_module.get_container_client("predictions")
     manifest = json.loads(published.download_blob("202606/manifest.json").readall())
@@ -366,3 +417,18 @@ def test_a_month_still_uploading_waits_deferred_and_is_scored_once_its_marker_la
                            for name in ("predictions.csv", "errors.csv"))
     assert MONTH_MARKER not in predictions + errors
     assert predictions.count("\n") - 1 == 3
+
+
+def test_a_failed_month_is_one_message_naming_the_month_and_the_reason(stack, mailbox, blob_service_module):
+    box, smtp = mailbox
+    _root, env = stack
+    before = len(box.messages)
+    conf = {"month": "202501", "poll_interval": 1, "completeness": "any", "completeness_timeout_hours": 0,
+            "alert_emails": "data-team@example.com, oncall@example.com"}
+    result = _dags_test({**env, **smtp}, conf)  # no blobs under images/202501/
+    assert result.returncode != 0
+    assert len(box.messages) == before + 1, box.subjects()[before:]
+    subject = box.subjects()[-1]
+    assert subject.startswith("month 202501: failed: check_month_folder failed: images/202501/ is not complete "
+                              "after 0 h (rule any): no blobs under the month yet"), subject
+    assert box.messages[-1]["To"] == "data-team@example.com, oncall@example.com"

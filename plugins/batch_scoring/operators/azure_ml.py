@@ -47,7 +47,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
     from airflow.sdk.types import TaskInstanceKey
 
-JOB_NAME_KEY = "job_name"
 JOB_URL_KEY = "job_url"
 JOB_SPEC_KEY = "job_spec"
 
@@ -335,8 +334,7 @@ class AzureMLWaitForJobOperator(_AzureMLOperator):
 
 
 def _push_job(context: Context, job) -> None:
-    context["ti"].xcom_push(key=JOB_NAME_KEY, value=job.name)
-    context["ti"].xcom_push(key=JOB_URL_KEY, value=job.url)
+    context["ti"].xcom_push(key=JOB_URL_KEY, value=job.url)  # what the Studio link reads
 
 
 def _is_rerun(context: Context) -> bool:

@@ -39,13 +39,33 @@ async def _events(trigger, limit=5):
     return events
 
 
-def test_serialize_round_trips_to_primitives():
-    trigger = AzureMLJobTrigger(job_name=NAME, azure_ml_conn_id="azure_ml_default", end_time=123.5, poll_interval=9)
-    classpath, kwargs = trigger.serialize()
+def test_serialize_carries_every_parameter_of_the_signature_with_its_value():
+    """Each parameter set to a value unlike its default: one lost in serialize() (cancel_on_kill, say, whose loss
+    would let a kill cancel another run's job) comes back as the default and fails here."""
+    import inspect
+
+    values = {"job_name": NAME, "azure_ml_conn_id": "other_conn", "end_time": 123.5, "poll_interval": 9.0,
+              "cancel_on_kill": False, "resume_after": 77.0, "queued_warning_s": 11.0, "stalled_timeout_s": 22.0}
+    parameters = inspect.signature(AzureMLJobTrigger.__init__).parameters
+    assert set(values) == set(parameters) - {"self"}  # a new parameter must be added here too
+    assert all(values[name] != parameters[name].default for name in values)
+    classpath, kwargs = AzureMLJobTrigger(**values).serialize()
+    assert kwargs == values
     module, _, name = classpath.rpartition(".")
     rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
-    assert rebuilt.serialize() == (classpath, kwargs)
-    assert all(isinstance(value, (str, int, float)) for value in kwargs.values())
+    assert rebuilt.serialize() == (classpath, values)
+    assert all(isinstance(value, (str, int, float, bool)) for value in kwargs.values())
+
+
+def test_the_month_folder_trigger_serializes_every_parameter():
+    import inspect
+
+    from batch_scoring.triggers.month_folder import MonthFolderTrigger
+
+    values = {"wasb_conn_id": "w", "container": "c", "month": "202610", "rule": "quiet", "quiet_s": 5.0,
+              "poll_s": 2.0, "end_time": 99.0}
+    assert set(values) == set(inspect.signature(MonthFolderTrigger.__init__).parameters) - {"self"}
+    assert MonthFolderTrigger(**values).serialize()[1] == values
 
 
 def test_yields_exactly_one_success_event(client):

@@ -1,0 +1,99 @@
+"""Telling people about a month: a failed run and a drift warning, one message each.
+
+Through Airflow's notifier interface: `MonthAlert` writes the message (the month, one
+line of reason, links to the run, the job and the report) and hands it to a sender,
+SMTP by default (`smtp_default` connection: host, port, credentials and the from
+address live there, never in code). Recipients are the run's `alert_emails` form
+field (comma-separated; empty: nothing is sent). Another notifier plugs in as
+`sender`: any `BaseNotifier` class taking `to`, `subject` and `html_content`.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import urllib.parse
+from typing import Any
+
+from airflow.sdk import BaseNotifier
+
+log = logging.getLogger(__name__)
+
+SMTP_CONN_ID = "smtp_default"
+ALERT_PARAM = "alert_emails"
+FAILED, DRIFT = "failed", "drift warning"
+
+
+def recipients(params: dict[str, Any]) -> list[str]:
+    return [address.strip() for address in str(params.get(ALERT_PARAM) or "").split(",") if address.strip()]
+
+
+def one_line(text: Any) -> str:
+    return " ".join(str(text).split())[:500]
+
+
+class MonthAlert(BaseNotifier):
+    """One message about one month's run: `kind` is FAILED (the failed task's error is the reason) or DRIFT
+    (`reason` given by the publish step)."""
+
+    template_fields = ()
+
+    def __init__(self, kind: str, *, reason: str | None = None, sender: type[BaseNotifier] | None = None,
+                 smtp_conn_id: str = SMTP_CONN_ID):
+        super().__init__()
+        self.kind, self.reason, self.smtp_conn_id = kind, reason, smtp_conn_id
+        self.sender = sender
+
+    def notify(self, context) -> None:
+        to = recipients(context.get("params") or {})
+        if not to:
+            log.info("no %s set: no %s message sent", ALERT_PARAM, self.kind)
+            return
+        subject, body = self.message(context)
+        sender = self.sender or _smtp_notifier()
+        extra = {"smtp_conn_id": self.smtp_conn_id} if self.sender is None else {}
+        sender(to=to, subject=subject, html_content=body, **extra).notify(context)
+        log.info("sent the %s message for %s to %s", self.kind, subject.split(":")[0], ", ".join(to))
+
+    def message(self, context) -> tuple[str, str]:
+        """(subject, HTML body): the month, one line of reason, links to the run, the job and the report."""
+        ti, dag_run, params = context.get("ti"), context.get("dag_run"), context.get("params") or {}
+        month = _pull(ti, "plan_run", "month") or (getattr(dag_run, "conf", None) or {}).get("month") or "?"
+        if self.reason is not None:
+            reason = one_line(self.reason)
+        else:
+            error = context.get("exception")
+            task = getattr(ti, "task_id", "a task")
+            reason = f"{task} failed: {one_line(error) if error else 'see its log'}"
+        run_link = _run_url(getattr(dag_run, "dag_id", None) or context["dag"].dag_id,
+                            getattr(dag_run, "run_id", None) or context.get("run_id"))
+        job_link = _pull(ti, "submit_scoring_job", "job_url")
+        report = f"{params.get('predictions_container', 'predictions')}/{month}/report.html"
+        links = [f"<li>Airflow run: <a href='{html.escape(run_link)}'>{html.escape(run_link)}</a></li>"]
+        if job_link:
+            links.append(f"<li>Job: <a href='{html.escape(job_link)}'>{html.escape(job_link)}</a></li>")
+        links.append(f"<li>Report: {html.escape(report)} (in the predictions storage account)</li>")
+        subject = f"month {month}: {self.kind}: {reason}"[:200]
+        body = (f"<p><b>Month {html.escape(month)}: {html.escape(self.kind)}</b></p><p>{html.escape(reason)}</p>"
+                f"<ul>{''.join(links)}</ul>")
+        return subject, body
+
+
+def _smtp_notifier():
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    return SmtpNotifier
+
+
+def _pull(ti, task_id: str, key: str) -> Any:
+    try:
+        return ti.xcom_pull(task_ids=task_id, key=key) if ti is not None else None
+    except Exception:  # noqa: BLE001 - a link is a courtesy; the message goes out without it
+        return None
+
+
+def _run_url(dag_id: str, run_id: str | None) -> str:
+    from airflow.configuration import conf
+
+    base = conf.get("api", "base_url", fallback="http://localhost:8080").rstrip("/")
+    return f"{base}/dags/{urllib.parse.quote(dag_id)}/runs/{urllib.parse.quote(str(run_id or ''), safe='')}"
