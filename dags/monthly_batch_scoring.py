@@ -34,12 +34,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Asset, AsyncCallback, DeadlineAlert, DeadlineReference, Param, dag, task
 
 from batch_scoring.completeness import DEFAULT_QUIET_MINUTES, DEFAULT_RULE, DEFAULT_TIMEOUT_HOURS
 from batch_scoring.completeness import RULES as COMPLETENESS_RULES
 from batch_scoring.drift import DEFAULT_PSI_THRESHOLD
-from batch_scoring.notifications import ALERT_PARAM, DRIFT, FAILED, MonthAlert
+from batch_scoring.notifications import ALERT_PARAM, DRIFT, FAILED, MonthAlert, deadline_missed
 from batch_scoring.month import MONTH_SCHEMA, MONTHLY_DAG_ID
 from batch_scoring.timetable import MonthlyScoringTimetable
 from batch_scoring.operators.month_folder import FINGERPRINT_KEY, MonthFolderCompleteOperator
@@ -60,6 +60,9 @@ DATA_ASSET_NAME = "monthly-images"
 MONTHLY_PREDICTIONS = Asset(name="monthly_predictions", uri="wasb://predictions/")
 # Between a task's failure and its retry (a retry of the wait submits the job's next attempt); seconds.
 RETRY_DELAY = dt.timedelta(seconds=int(os.environ.get("BATCH_SCORING_RETRY_DELAY_S", "120")))
+# The month is due this long after its run was queued: 36 h puts a scheduled run's deadline at 12:00 UTC on the
+# 2nd. Airflow's Deadline Alerts are the DAG's, not a run's: it is set here (or by the environment), not in the form.
+PUBLISH_DEADLINE = dt.timedelta(hours=float(os.environ.get("BATCH_SCORING_PUBLISH_DEADLINE_H", "36")))
 
 # The job settings and the scoring profile: one definition (scoring.job_settings), one set of defaults.
 JOB_PARAMS = {name: Param(default, **schema) for name, (default, schema) in param_schemas().items()}
@@ -71,6 +74,9 @@ JOB_PARAMS = {name: Param(default, **schema) for name, (default, schema) in para
     start_date=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
     catchup=False,
     max_active_runs=2,
+    # Not finished this long after it was queued (a scheduled run: at 00:00 on the 1st): the month is late.
+    deadline=DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=PUBLISH_DEADLINE,
+                           callback=AsyncCallback(deadline_missed)),
     # A task that fails for good (its retries spent) tells the run's alert_emails, with the month and why.
     default_args={"retries": 2, "retry_delay": RETRY_DELAY, "on_failure_callback": MonthAlert(FAILED)},
     tags=["scoring", "azure-ml", "monthly"],
@@ -104,9 +110,10 @@ JOB_PARAMS = {name: Param(default, **schema) for name, (default, schema) in para
         "compute_name": Param("gpu-cluster", type="string", minLength=2, title="Compute cluster", section="Compute"),
         "max_nodes": Param(2, type="integer", minimum=1, title="Max nodes", section="Compute"),
         "poll_interval": Param(30, type="integer", minimum=1, title="Status poll interval (s)", section="Compute"),
-        ALERT_PARAM: Param("", type="string", title="Alert e-mails",
-                           description="Comma-separated addresses told of a failed month and of a drift warning, "
-                                       "through the smtp_default connection (empty: no message).",
+        ALERT_PARAM: Param(None, type=["null", "string"], title="Alert e-mails",
+                           description="Comma-separated addresses told of a failed month, a drift warning and a "
+                                       "missed deadline, through the smtp_default connection (empty: the "
+                                       "BATCH_SCORING_ALERT_EMAILS list of the environment, if any).",
                            section="Report"),
         "drift_psi_threshold": Param(DEFAULT_PSI_THRESHOLD, type="number", minimum=0, title="Drift warning threshold",
                                      description="Population stability index against the previous published month "

@@ -1,17 +1,20 @@
-"""Telling people about a month: a failed run and a drift warning, one message each.
+"""Telling people about a month: a failed run, a drift warning, a missed deadline, one message each.
 
 Through Airflow's notifier interface: `MonthAlert` writes the message (the month, one
 line of reason, links to the run, the job and the report) and hands it to a sender,
 SMTP by default (`smtp_default` connection: host, port, credentials and the from
 address live there, never in code). Recipients are the run's `alert_emails` form
-field (comma-separated; empty: nothing is sent). Another notifier plugs in as
+field, else `BATCH_SCORING_ALERT_EMAILS` in the environment (comma-separated; empty:
+nothing is sent): scheduled runs have no form. Another notifier plugs in as
 `sender`: any `BaseNotifier` class taking `to`, `subject` and `html_content`.
+`deadline_missed` is the DAG's Deadline Alert callback (it runs in the triggerer).
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import os
 import urllib.parse
 from typing import Any
 
@@ -21,11 +24,14 @@ log = logging.getLogger(__name__)
 
 SMTP_CONN_ID = "smtp_default"
 ALERT_PARAM = "alert_emails"
-FAILED, DRIFT = "failed", "drift warning"
+ALERT_ENV = "BATCH_SCORING_ALERT_EMAILS"
+FAILED, DRIFT, LATE = "failed", "drift warning", "deadline missed"
 
 
-def recipients(params: dict[str, Any]) -> list[str]:
-    return [address.strip() for address in str(params.get(ALERT_PARAM) or "").split(",") if address.strip()]
+def recipients(values: dict[str, Any]) -> list[str]:
+    """The run's `alert_emails` (its params or conf), else the environment's default list."""
+    listed = str(values.get(ALERT_PARAM) or "") or os.environ.get(ALERT_ENV, "")
+    return [address.strip() for address in listed.split(",") if address.strip()]
 
 
 def one_line(text: Any) -> str:
@@ -97,3 +103,23 @@ def _run_url(dag_id: str, run_id: str | None) -> str:
 
     base = conf.get("api", "base_url", fallback="http://localhost:8080").rstrip("/")
     return f"{base}/dags/{urllib.parse.quote(dag_id)}/runs/{urllib.parse.quote(str(run_id or ''), safe='')}"
+
+
+async def deadline_missed(context: dict, **_kwargs) -> None:
+    """The DAG's Deadline Alert: the month's run has not finished by its deadline (`context`: the run as the
+    scheduler sends it, and the deadline)."""
+    run, deadline = context.get("dag_run") or {}, context.get("deadline") or {}
+    conf = run.get("conf") or {}
+    to = recipients(conf)
+    month = conf.get("month") or "?"
+    if not to:
+        log.info("no %s: the missed deadline of month %s is only in the log", ALERT_PARAM, month)
+        return
+    link = _run_url(run.get("dag_id", ""), run.get("dag_run_id"))
+    reason = f"not published by {deadline.get('deadline_time')}; the run is {run.get('state')}"
+    subject = f"month {month}: {LATE}: {reason}"
+    body = (f"<p><b>Month {html.escape(month)}: {LATE}</b></p><p>{html.escape(reason)}</p>"
+            f"<ul><li>Airflow run: <a href='{html.escape(link)}'>{html.escape(link)}</a></li></ul>")
+    await _smtp_notifier()(to=to, subject=subject, html_content=body, smtp_conn_id=SMTP_CONN_ID).async_notify({})
+    log.info("sent the %s message for month %s to %s", LATE, month, ", ".join(to))
+

@@ -52,8 +52,40 @@ def azurite(tmp_path_factory):
     yield from running_azurite(tmp_path_factory, "ui-azurite")
 
 
+DEADLINE_S = 45  # the stack's runs are due this long after they are queued
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, azurite, model_dir):
+def mailbox():
+    """A real SMTP server on 127.0.0.1 (aiosmtpd): the alerts' mailbox."""
+    import email
+
+    from aiosmtpd.controller import Controller
+
+    class Box:
+        def __init__(self):
+            self.messages = []
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's handler name
+            self.messages.append(email.message_from_bytes(envelope.content))
+            return "250 OK"
+
+        def subjects(self) -> list[str]:
+            import email.header
+
+            return [str(email.header.make_header(email.header.decode_header(m["Subject"]))) for m in self.messages]
+
+    box = Box()
+    controller = Controller(box, hostname="127.0.0.1", port=azurite_service.free_port())
+    controller.start()
+    try:
+        yield box, controller.port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, azurite, model_dir, mailbox):
     from azure.storage.blob import BlobServiceClient
 
     root = tmp_path_factory.mktemp("ui")
@@ -72,6 +104,14 @@ def stack(tmp_path_factory, azurite, model_dir):
     try:
         env = airflow_env(azurite, state_dir=root / "state", airflow_home=root / "airflow",
                           api_url=f"http://127.0.0.1:{port}", database_url=database.sqlalchemy_url)
+        env.update({  # alerts: the local mailbox, a default recipient, a short deadline
+            "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({
+                "conn_type": "smtp", "host": "127.0.0.1", "port": mailbox[1],
+                "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "airflow@example.com"}}),
+            "BATCH_SCORING_ALERT_EMAILS": "oncall@example.com",
+            "BATCH_SCORING_PUBLISH_DEADLINE_H": str(DEADLINE_S / 3600),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        })
         subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
         pidfile = root / "standalone.pid"
         url = start_standalone(env, port, pidfile=pidfile, logfile=root / "standalone.log")
@@ -299,3 +339,24 @@ def test_a_backfill_given_a_month_refuses_it_in_every_interval(stack):
         assert api.finished(run["dag_run_id"])["state"] == "failed"
         log = api.task_log(run["dag_run_id"], "plan_run")
         assert "a backfill scores the month of each of its intervals; remove 'month' ('202607')" in log, log[-2000:]
+
+
+def test_a_month_not_done_by_its_deadline_is_one_message_from_the_deadline_alert(stack, mailbox, azurite):
+    """Airflow's Deadline Alert, through the scheduler and the triggerer: a month still uploading at its deadline
+    is reported once, with the month and the reason, to the default recipients."""
+    from azure.storage.blob import BlobServiceClient
+
+    box, _port = mailbox
+    url, password = stack
+    api = Api(url, password)
+    api.wait_dag_visible()
+    api.unpause()
+    month = "202401"
+    images = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("images")
+    images.upload_blob(f"{month}/only.png", image_bytes("PNG"), overwrite=True)  # no marker: it waits
+    run = api.trigger({"month": month, "completeness_timeout_hours": 0.1})
+    late = api.wait_for(lambda: [s for s in box.subjects() if s.startswith(f"month {month}: deadline missed: ")],
+                        DEADLINE_S + 150, f"no deadline message for {month}: {box.subjects()}")
+    assert len(late) == 1 and "not published by" in late[0], late
+    assert api.run(run["dag_run_id"])["state"] == "running"  # the alert came while the month still waited
+
