@@ -61,7 +61,8 @@ MONTHLY_PREDICTIONS = Asset(name="monthly_predictions", uri="wasb://predictions/
 # Between a task's failure and its retry (a retry of the wait submits the job's next attempt); seconds.
 RETRY_DELAY = dt.timedelta(seconds=int(os.environ.get("BATCH_SCORING_RETRY_DELAY_S", "120")))
 # The month is due this long after its run was queued: 36 h puts a scheduled run's deadline at 12:00 UTC on the
-# 2nd. Airflow's Deadline Alerts are the DAG's, not a run's: it is set here (or by the environment), not in the form.
+# 2nd. Airflow's Deadline Alerts are the DAG's, not a run's: it is set here (or by the environment), not in the form;
+# 0 switches it off.
 PUBLISH_DEADLINE = dt.timedelta(hours=float(os.environ.get("BATCH_SCORING_PUBLISH_DEADLINE_H", "36")))
 
 # The job settings and the scoring profile: one definition (scoring.job_settings), one set of defaults.
@@ -76,7 +77,7 @@ JOB_PARAMS = {name: Param(default, **schema) for name, (default, schema) in para
     max_active_runs=2,
     # Not finished this long after it was queued (a scheduled run: at 00:00 on the 1st): the month is late.
     deadline=DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=PUBLISH_DEADLINE,
-                           callback=AsyncCallback(deadline_missed)),
+                           callback=AsyncCallback(deadline_missed)) if PUBLISH_DEADLINE else None,
     # A task that fails for good (its retries spent) tells the run's alert_emails, with the month and why.
     default_args={"retries": 2, "retry_delay": RETRY_DELAY, "on_failure_callback": MonthAlert(FAILED)},
     tags=["scoring", "azure-ml", "monthly"],

@@ -28,9 +28,14 @@ SQLITE_CONNECT_ARGS = {"timeout": 60}
 
 
 def airflow_env(azurite: Azurite, *, state_dir: Path, airflow_home: Path, base: dict[str, str] | None = None,
-                api_url: str = DEFAULT_API_URL, database_url: str | None = None) -> dict[str, str]:
+                api_url: str = DEFAULT_API_URL, database_url: str | None = None,
+                deadline_alerts: bool = True) -> dict[str, str]:
     """Airflow's environment over the embedded default; `database_url`: a PostgreSQL metadata database
-    (`devstack.postgres`) for the stacks the scheduler drives, else SQLite in `airflow_home`."""
+    (`devstack.postgres`) for the stacks the scheduler drives, else SQLite in `airflow_home`.
+
+    `deadline_alerts=False` for `airflow dags test`: in Airflow 3.3.2 it cannot finish a run of a DAG with a
+    Deadline Alert (it looks the alert up by an id it never wrote, `'dict' object has no attribute 'hex'`),
+    so the DAG's deadline is switched off there (`BATCH_SCORING_PUBLISH_DEADLINE_H=0`); the scheduler keeps it."""
     env = dict(os.environ if base is None else base)
     venv_bin = str(Path(os.sys.executable).parent)
     env.update({
@@ -45,12 +50,14 @@ def airflow_env(azurite: Azurite, *, state_dir: Path, airflow_home: Path, base: 
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         **connections(azurite.connection_string, state_dir / "localml", api_url=api_url),
     })
+    if not deadline_alerts:
+        env["BATCH_SCORING_PUBLISH_DEADLINE_H"] = "0"
     if database_url is None:
         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = "devstack.airflow_env.SQLITE_CONNECT_ARGS"
         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC"] = "devstack.airflow_env.SQLITE_CONNECT_ARGS"
     else:
-        for name in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC"):
-            env.pop(name, None)
+        env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", None)
+        env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC", None)
     return env
 
 

@@ -107,7 +107,10 @@ def prepare(client: BlobServiceClient, azurite: azurite_service.Azurite, month: 
     log.info("uploaded %d new or changed files from %s to images/%s/ in Azurite", uploaded, images, month)
     if demo_model:
         ensure_registered(STATE / "localml" / "models", MODEL_NAME, MODEL_VERSION)
-    env = airflow_env(azurite, state_dir=STATE, airflow_home=AIRFLOW_HOME, api_url=api_url, database_url=database_url)
+    # make demo runs `airflow dags test` (SQLite), make airflow the scheduler (PostgreSQL): only the scheduler
+    # can run the DAG's Deadline Alert (see `airflow_env`).
+    env = airflow_env(azurite, state_dir=STATE, airflow_home=AIRFLOW_HOME, api_url=api_url, database_url=database_url,
+                      deadline_alerts=database_url is not None)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
     return env
 

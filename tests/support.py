@@ -77,3 +77,47 @@ def write_odd_images(folder: Path) -> int:
             (folder / f"{variant}-{index:02d}-{fmt.lower()}.{ext}").write_bytes(content)
             count += 1
     return count
+
+
+class Mailbox:
+    """A real SMTP server on 127.0.0.1 (aiosmtpd) that keeps every message it receives: the alerts' mailbox."""
+
+    def __init__(self):
+        self.messages: list = []
+        self.port = 0
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's handler name
+        import email
+
+        self.messages.append(email.message_from_bytes(envelope.content))
+        return "250 OK"
+
+    def subjects(self) -> list[str]:
+        import email.header
+
+        return [str(email.header.make_header(email.header.decode_header(m["Subject"]))) for m in self.messages]
+
+    def connection_env(self) -> dict[str, str]:
+        """`smtp_default` pointing at this server, as the environment variable Airflow reads."""
+        import json
+
+        return {"AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({
+            "conn_type": "smtp", "host": "127.0.0.1", "port": self.port,
+            "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "airflow@example.com"}})}
+
+
+def running_mailbox():
+    """A generator fixture body: yields a started Mailbox, stops it after."""
+    from aiosmtpd.controller import Controller
+
+    from devstack.azurite import free_port
+
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    box.port = controller.port
+    try:
+        yield box
+    finally:
+        controller.stop()
+

@@ -34,7 +34,7 @@ from devstack.airflow_ui import admin_password, start_standalone
 from localml.process_group import stop_pidfile
 from scoring.items import MONTH_MARKER
 from scoring.job_settings import JobSettings
-from support import image_bytes, running_azurite
+from support import image_bytes, running_azurite, running_mailbox
 
 CHROMIUM = Path("/usr/bin/chromium")
 # The month unpausing schedules (the last complete one) is the month triggered: both share one job.
@@ -57,31 +57,7 @@ DEADLINE_S = 45  # the stack's runs are due this long after they are queued
 
 @pytest.fixture(scope="module")
 def mailbox():
-    """A real SMTP server on 127.0.0.1 (aiosmtpd): the alerts' mailbox."""
-    import email
-
-    from aiosmtpd.controller import Controller
-
-    class Box:
-        def __init__(self):
-            self.messages = []
-
-        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's handler name
-            self.messages.append(email.message_from_bytes(envelope.content))
-            return "250 OK"
-
-        def subjects(self) -> list[str]:
-            import email.header
-
-            return [str(email.header.make_header(email.header.decode_header(m["Subject"]))) for m in self.messages]
-
-    box = Box()
-    controller = Controller(box, hostname="127.0.0.1", port=azurite_service.free_port())
-    controller.start()
-    try:
-        yield box, controller.port
-    finally:
-        controller.stop()
+    yield from running_mailbox()
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +81,7 @@ def stack(tmp_path_factory, azurite, model_dir, mailbox):
         env = airflow_env(azurite, state_dir=root / "state", airflow_home=root / "airflow",
                           api_url=f"http://127.0.0.1:{port}", database_url=database.sqlalchemy_url)
         env.update({  # alerts: the local mailbox, a default recipient, a short deadline
-            "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({
-                "conn_type": "smtp", "host": "127.0.0.1", "port": mailbox[1],
-                "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "airflow@example.com"}}),
+            **mailbox.connection_env(),
             "BATCH_SCORING_ALERT_EMAILS": "oncall@example.com",
             "BATCH_SCORING_PUBLISH_DEADLINE_H": str(DEADLINE_S / 3600),
             "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
@@ -346,7 +320,7 @@ def test_a_month_not_done_by_its_deadline_is_one_message_from_the_deadline_alert
     is reported once, with the month and the reason, to the default recipients."""
     from azure.storage.blob import BlobServiceClient
 
-    box, _port = mailbox
+    box = mailbox
     url, password = stack
     api = Api(url, password)
     api.wait_dag_visible()

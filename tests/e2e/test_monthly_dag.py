@@ -24,7 +24,8 @@ pytestmark = pytest.mark.e2e
 def stack(tmp_path_factory, azurite, model_dir):
     root = tmp_path_factory.mktemp("stack")
     shutil.copytree(model_dir, root / "state" / "localml" / "models" / "shapes-classifier" / "1")
-    env = airflow_env(azurite, state_dir=root / "state", airflow_home=root / "airflow")
+    env = airflow_env(azurite, state_dir=root / "state", airflow_home=root / "airflow",
+                      deadline_alerts=False)  # `airflow dags test` cannot run the DAG's deadline
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
     return root, env
 
@@ -42,39 +43,11 @@ def uploaded_month(tmp_path_factory, blob_service_module):
     return expected
 
 
-class _Mailbox:
-    """A real SMTP server on 127.0.0.1 (aiosmtpd), keeping every message it receives."""
-
-    def __init__(self):
-        self.messages: list = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's handler name
-        import email
-
-        self.messages.append(email.message_from_bytes(envelope.content))
-        return "250 OK"
-
-    def subjects(self) -> list[str]:
-        import email.header
-
-        return [str(email.header.make_header(email.header.decode_header(m["Subject"]))) for m in self.messages]
-
-
 @pytest.fixture(scope="module")
 def mailbox():
-    from aiosmtpd.controller import Controller
+    from support import running_mailbox
 
-    from devstack.azurite import free_port
-
-    box = _Mailbox()
-    controller = Controller(box, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    try:
-        yield box, {"AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({
-            "conn_type": "smtp", "host": "127.0.0.1", "port": controller.port,
-            "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "airflow@example.com"}})}
-    finally:
-        controller.stop()
+    yield from running_mailbox()
 
 
 @pytest.fixture(scope="module")
@@ -341,8 +314,8 @@ def test_the_next_month_is_compared_with_the_last_and_a_shift_is_a_warning(stack
         return buffer.getvalue()
 
     _root, env = stack
-    box, smtp = mailbox
-    env = {**env, **smtp}
+    box = mailbox
+    env = {**env, **box.connection_env()}
     container = blob_service_module.get_container_client("images")
     if not container.exists():
         container.create_container()
@@ -420,12 +393,12 @@ def test_a_month_still_uploading_waits_deferred_and_is_scored_once_its_marker_la
 
 
 def test_a_failed_month_is_one_message_naming_the_month_and_the_reason(stack, mailbox, blob_service_module):
-    box, smtp = mailbox
+    box = mailbox
     _root, env = stack
     before = len(box.messages)
     conf = {"month": "202501", "poll_interval": 1, "completeness": "any", "completeness_timeout_hours": 0,
             "alert_emails": "data-team@example.com, oncall@example.com"}
-    result = _dags_test({**env, **smtp}, conf)  # no blobs under images/202501/
+    result = _dags_test({**env, **box.connection_env()}, conf)  # no blobs under images/202501/
     assert result.returncode != 0
     assert len(box.messages) == before + 1, box.subjects()[before:]
     subject = box.subjects()[-1]
