@@ -134,7 +134,7 @@ _PREPROCESSOR = None
 def _decode_one(job: tuple[str, str]) -> int:
     """One image through the engine's decode and preprocessing (a pool worker keeps its Preprocessor)."""
     global _PREPROCESSOR
-    from scoring.images import Preprocessor, decode_image
+    from scoring.image_decode import Preprocessor, decode_image
     from scoring.model import read_metadata
 
     path, model_dir = job
@@ -264,7 +264,7 @@ def main() -> int:
 
     from scoring.job_settings import JobSettings
     from scoring.model import read_metadata
-    from scoring.profile import probe, resolve
+    from scoring.device_profile import probe, resolve
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     state = args.state

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from devstack.sample_month import LABELS, draw_image, write_month
-from scoring.images import Preprocessor
+from scoring.image_decode import Preprocessor
 from scoring.model import METADATA_FILE, ModelMetadata, Preprocessing, build_model, save_model_folder
 from scoring.precision_check import record_agreement
 

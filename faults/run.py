@@ -690,8 +690,8 @@ def case_bad_values(suite: Suite) -> Row:
     folder = suite.root / "bad-values-in"
     folder.mkdir()
     (folder / "a.jpg").write_bytes(_image())
-    attempts = {"std 0": ("--model", str(model)), "month ２０２６１０": ("--model", str(suite.model_dir), "--month",
-                                                                    "２０２６１０"),
+    attempts = {"std 0": ("--model", str(model)),
+                "month ２０２６１０": ("--model", str(suite.model_dir), "--month", "２０２６１０"),
                 "weights a FIFO": ("--model", str(fifo_model))}
     for label, options in attempts.items():
         result = cli("--input", str(folder), "--out", str(suite.root / f"bad-values-{len(refused)}"), *options,

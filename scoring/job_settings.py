@@ -41,7 +41,8 @@ SWITCHES = (AUTO, "on", "off")
 # Decompression-bomb guard: far above any photo, far below what exhausts memory.
 DEFAULT_MAX_PIXELS = 64_000_000
 # The memory one worker may need, for the auto worker count: its runtime and model, plus one image at the pixel
-# limit being decoded (measured peak: 13 bytes per pixel, an RGBA PNG flattened onto white; 11 for 16-bit gray).
+# limit being decoded (peak measured by `python -m bench.decode_memory`: 13 bytes per pixel for an RGBA PNG
+# flattened onto white, 11 for 16-bit grey).
 WORKER_RUNTIME_GB = 1.0
 DECODE_BYTES_PER_PIXEL = 16
 

@@ -56,8 +56,8 @@ def merge_rows(
 ) -> MergeResult:
     """Write both CSVs, sorted by image, one row per input item.
 
-    `failed_items` maps items of failed mini-batches to (error_type, message);
-    other inputs without a row are reported as missing results. Rows for items
+    `failed_items` maps items that could not be scored to (error_type, message); other inputs without a
+    row are listed as `mini_batch_failed` (their mini-batch failed for good on the service). Rows for items
     that are not inputs are a bug upstream and raise.
     """
     with tempfile.TemporaryDirectory(prefix="merge-") as scratch, JobLedger(Path(scratch) / LEDGER_FILE) as ledger:
@@ -91,8 +91,11 @@ def _error_rows(ledger: JobLedger) -> Iterator[dict]:
         if row is not None:
             yield row
         else:
+            # No row and no recorded reason: on Azure ML, its mini-batch failed for good on the service (run()
+            # returns a row for every file it was given, or raises). Listed, never lost.
             error_type, message = failure or (
-                ErrorType.MISSING_RESULT, "no result: its mini-batch failed after all retries; see the job logs")
+                ErrorType.MINI_BATCH_FAILED, "no result: its mini-batch failed after all retries; see the scoring "
+                                             "step's logs")
             yield {"image": image, "error_type": error_type, "message": message}
 
 

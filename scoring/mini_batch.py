@@ -14,12 +14,12 @@ from pathlib import Path
 
 import torch
 
-from scoring.images import ImageDecodeError, Preprocessor, decode_image
+from scoring.image_decode import ImageDecodeError, Preprocessor, decode_image
 from scoring.items import image_id, is_input
 from scoring.job_settings import JobSettings
 from scoring.model import ModelFolderError, load_model
 from scoring.predict import Predictor, fit_batch_size, pick_device, predictions
-from scoring.profile import FIT_GPU, Capabilities, probe, resolve
+from scoring.device_profile import FIT_GPU, Capabilities, probe, resolve
 from scoring.rows import ErrorType, error_row, scored_row
 
 log = logging.getLogger(__name__)

@@ -236,7 +236,7 @@ def _samples(metadata: ModelMetadata, side: int, images) -> tuple[torch.Tensor, 
     """Random inputs, plus the first images of `images` preprocessed as the job does."""
     import torch
 
-    from scoring.images import ImageDecodeError, Preprocessor, decode_image
+    from scoring.image_decode import ImageDecodeError, Preprocessor, decode_image
 
     batch = [torch.randn(SAMPLES, 3, side, side, generator=torch.Generator().manual_seed(1))]
     preprocess, used = Preprocessor(metadata.preprocessing), []

@@ -389,7 +389,8 @@ class _Dispatcher:
             self.ledger.record_row(row, is_error=is_error(row))
         errors = sum(is_error(row) for row in answered.values())
         for name in keys.keys() - answered.keys():  # run() left it out: an error, not a loss
-            self.ledger.record_failure(name, ErrorType.MISSING_RESULT, f"run() returned no row for it ({batch.batch_id})")
+            self.ledger.record_failure(name, ErrorType.MISSING_RESULT,
+                                       f"run() returned no row for it ({batch.batch_id})")
             errors += 1
         self.attempts.pop(batch.batch_id, None)
         log.info("mini-batch %s done: %d images, %d errors, %.2fs", batch.batch_id, len(keys), errors, seconds)

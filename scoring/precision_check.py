@@ -4,7 +4,7 @@
 scores the images in fp32 and in each reduced precision and records the top-1
 agreement in the model's `metadata.json` (`precision_agreement`). A job with
 `precision=auto` uses a reduced precision only where this record says it agrees
-with fp32 on at least 99.5% of images (`scoring.profile.MIN_AGREEMENT`). Run it
+with fp32 on at least 99.5% of images (`scoring.device_profile.MIN_AGREEMENT`). Run it
 before registering a model version; on a machine without a GPU, fp16 is
 measured with the CPU's fp16 autocast (same rounding of weights and activations,
 other kernels).
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from scoring.images import ImageDecodeError, Preprocessor, decode_image
+from scoring.image_decode import ImageDecodeError, Preprocessor, decode_image
 from scoring.model import load_model
 from scoring.model_format import locate
 from scoring.model_metadata import write_metadata

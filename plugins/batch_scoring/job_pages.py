@@ -101,7 +101,8 @@ def job_page(name: str, request: Request, user: Any = Depends(_logged_in_user)) 
             ("tags", ", ".join(f"{key}={value}" for key, value in sorted(info.tags.items())) or "-")]
     table = "".join(f"<tr><th>{html.escape(key)}</th><td>{html.escape(str(value))}</td></tr>" for key, value in rows)
     refresh = "" if info.terminal else f"<meta http-equiv='refresh' content='{_REFRESH_S}'>"
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>{refresh}<title>Job {html.escape(name)}</title>"
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>{refresh}"
+            f"<title>Job {html.escape(name)}</title>"
             "<style>body{font-family:system-ui,sans-serif;margin:2rem}th{text-align:left;padding-right:1rem}"
             "pre{background:#f6f6f6;padding:1rem;overflow:auto}</style></head><body>"
             f"<h1>Job {html.escape(name)}</h1>{_links(info)}<table>{table}</table>"

@@ -320,7 +320,7 @@ def test_the_next_month_is_compared_with_the_last_and_a_shift_is_a_warning(stack
     if not container.exists():
         container.create_container()
     before = len(box.messages)
-    for month, shapes in (("202605", ["circle"] * 12), ("202606", ["circle"] * 2 + ["square"] * 10)):
+    for month, shapes in (("202507", ["circle"] * 12), ("202508", ["circle"] * 2 + ["square"] * 10)):
         for index, shape in enumerate(shapes):
             container.upload_blob(f"{month}/{index:02d}.png", png(shape, index), overwrite=True)
         container.upload_blob(f"{month}/{MONTH_MARKER}", b"", overwrite=True)
@@ -329,23 +329,23 @@ def test_the_next_month_is_compared_with_the_last_and_a_shift_is_a_warning(stack
             [sys.executable, "-m", "airflow", "dags", "test", "-c", json.dumps(conf),
              "monthly_batch_scoring", LOGICAL_DATE], env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-        if month == "202605":
+        if month == "202507":
             assert len(box.messages) == before  # a clean month: nothing sent
     output = result.stdout + result.stderr
     # The shifted month: one message, naming the month and the reason, with the links.
     [drift_message] = box.messages[before:]
     assert drift_message["To"] == "data-team@example.com"
     subject = box.subjects()[-1]
-    assert subject.startswith("month 202606: drift warning: drift vs 202605: label PSI "), subject
+    assert subject.startswith("month 202508: drift warning: drift vs 202507: label PSI "), subject
     body = drift_message.get_payload(decode=True) if not drift_message.is_multipart() else \
         drift_message.get_payload()[0].get_payload(decode=True)
-    assert b"/dags/monthly_batch_scoring/runs/" in body and b"predictions/202606/report.html" in body
-    assert "drift vs 202605: label PSI " in output and "above the threshold 0.2" in output
+    assert b"/dags/monthly_batch_scoring/runs/" in body and b"predictions/202508/report.html" in body
+    assert "drift vs 202507: label PSI " in output and "above the threshold 0.2" in output
     published = blob_service_module.get_container_client("predictions")
-    manifest = json.loads(published.download_blob("202606/manifest.json").readall())
-    assert manifest["drift"]["previous_month"] == "202605" and manifest["drift"]["warning"] is True
-    report = published.download_blob("202606/report.html").readall().decode()
-    assert "Warning: drift vs 202605" in report
+    manifest = json.loads(published.download_blob("202508/manifest.json").readall())
+    assert manifest["drift"]["previous_month"] == "202507" and manifest["drift"]["warning"] is True
+    report = published.download_blob("202508/report.html").readall().decode()
+    assert "Warning: drift vs 202507" in report
 
 
 def test_a_month_still_uploading_waits_deferred_and_is_scored_once_its_marker_lands(stack, blob_service_module):

@@ -92,7 +92,7 @@ def _published(blobs, month: str) -> tuple[list[str], list[dict]]:
 def _original_probabilities(model: torch.nn.Module, folder: Path, blobs, month: str, names: list[str],
                             activation) -> dict[str, list[float]]:
     """What the user's original model says of each image, preprocessed as the job's metadata describes."""
-    from scoring.images import Preprocessor, decode_image
+    from scoring.image_decode import Preprocessor, decode_image
     from scoring.model_format import locate
 
     preprocessing = locate(folder).metadata.preprocessing

@@ -192,7 +192,7 @@ def test_retry_after_a_killed_job_submits_the_next_attempt_and_scores_only_what_
     retry = context(try_number=2)
     event = _wait(backend, base, job_spec=first["ti"].xcom["job_spec"]).execute(retry)
     assert event["job_name"] == f"{base}-r1" and event["status"] == "success"
-    assert retry["ti"].xcom["job_name"] == f"{base}-r1"  # what publishing downloads
+    assert f"/{base}-r1/" in retry["ti"].xcom["job_url"]  # the Studio link follows the attempt
     progress = backend.get_job(f"{base}-r1").details["progress"]
     assert progress["reused"] == finished and progress["items_done"] == 200
     with open(backend.workspace.job_dir(f"{base}-r1") / "outputs" / "predictions.csv", newline="") as handle:

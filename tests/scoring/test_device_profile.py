@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from scoring.job_settings import JobSettings
-from scoring.profile import FIT_GPU, Capabilities, ProfileError, cuda_problem, resolve
+from scoring.device_profile import FIT_GPU, Capabilities, ProfileError, cuda_problem, resolve
 
 CPU_BF16 = Capabilities(cpus=8, cpu_bf16=True, cuda_problem="no NVIDIA driver on this node")
 CPU_PLAIN = Capabilities(cpus=8, cpu_bf16=False, cuda_problem="no NVIDIA driver on this node")
@@ -134,7 +134,7 @@ def test_each_worker_takes_its_share_of_the_nodes_cores_for_torch(tmp_path, mode
     ((12, 0), False),  # a Blackwell GPU: no sm_12x kernels, no PTX to compile
 ])
 def test_a_gpu_the_torch_build_has_no_kernels_for_is_named_at_init(capability, usable):
-    from scoring.profile import unsupported_gpu
+    from scoring.device_profile import unsupported_gpu
 
     cu126 = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
     problem = unsupported_gpu(capability, cu126, "NVIDIA X", "torch 2.14.1+cu126 is built for CUDA 12.6")
@@ -148,7 +148,7 @@ def test_a_gpu_the_torch_build_has_no_kernels_for_is_named_at_init(capability, u
 def test_cuda_problem_checks_the_architecture_after_the_driver(monkeypatch):
     import torch
 
-    import scoring.profile as profile
+    import scoring.device_profile as profile
 
     monkeypatch.setattr(torch.version, "cuda", "12.6")
     monkeypatch.setattr(profile, "Path", lambda path: type("P", (), {"exists": lambda self: True})())

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from support import image_bytes
-from scoring.images import ImageDecodeError, Preprocessor, decode_image
+from scoring.image_decode import ImageDecodeError, Preprocessor, decode_image
 from scoring.model import Preprocessing
 
 
