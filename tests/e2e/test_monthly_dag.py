@@ -103,6 +103,22 @@ def test_a_month_is_scored_validated_and_published(stack, uploaded_month, blob_s
                      "report.html": "text/html; charset=utf-8", "manifest.json": "application/json"}
 
 
+def test_a_dags_test_run_gets_the_month_note_the_scheduler_listener_writes(stack, uploaded_month):
+    """`make demo` runs `airflow dags test`, which fires no listener: its runs are noted afterwards, by the
+    listener's own code."""
+    import sqlite3
+
+    from devstack.demo import note_runs
+
+    root, env = stack
+    result = _dags_test(env, {"poll_interval": 1})
+    assert result.returncode == 0, result.stdout[-3000:]
+    note_runs(env)
+    with sqlite3.connect(root / "airflow" / "airflow.db") as db:
+        notes = {content for (content,) in db.execute("SELECT content FROM dag_run_note")}
+    assert f"month {MONTH}" in notes, notes
+
+
 def test_the_storage_key_appears_in_no_log_and_no_state_file(stack, uploaded_month):
     from devstack.azurite import ACCOUNT_KEY
 
