@@ -17,6 +17,9 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from scoring.rows import is_error
+
+LEDGER_FILE = "ledger.sqlite"  # in the job's work folder
 _SCHEMA = """
 CREATE TABLE items (
     name TEXT PRIMARY KEY,
@@ -69,11 +72,11 @@ class JobLedger:
         """Record an input item; False when the job already has one of that name."""
         return self._write("INSERT OR IGNORE INTO items (name) VALUES (?)", (name,)) == 1
 
-    def record_row(self, row: dict, *, is_error: bool) -> None:
+    def record_row(self, row: dict) -> None:
         """Keep `row` for its item: the first scored row wins over any error row (a retry scored what an earlier
         try could not), the first error row over later ones. A row for an item that is not an input raises."""
         text = json.dumps(row, ensure_ascii=False)
-        if is_error:
+        if is_error(row):
             changed = self._write("UPDATE items SET row = ?, is_error = 1 WHERE name = ? AND row IS NULL",
                                   (text, row["image"]))
         else:

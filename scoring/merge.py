@@ -19,12 +19,11 @@ from pathlib import Path
 
 from scoring.items import walk_folder
 from scoring.job_settings import UNLIMITED, exceeds
-from scoring.ledger import JobLedger
-from scoring.rows import ERROR_COLUMNS, PREDICTION_COLUMNS, ErrorType, columns_of, is_error, parse_row
+from scoring.ledger import LEDGER_FILE, JobLedger
+from scoring.rows import ERROR_COLUMNS, PREDICTION_COLUMNS, ErrorType, columns_of, parse_row
 
 PREDICTIONS_FILE = "predictions.csv"
 ERRORS_FILE = "errors.csv"
-LEDGER_FILE = "ledger.sqlite"
 
 
 class ErrorThresholdExceeded(RuntimeError):
@@ -60,13 +59,21 @@ def merge_rows(
     row are listed as `mini_batch_failed` (their mini-batch failed for good on the service). Rows for items
     that are not inputs are a bug upstream and raise.
     """
+    failures = failed_items or {}
+    return _merge(((name, failures.get(name)) for name in input_items), rows, out_dir,
+                  error_threshold=error_threshold)
+
+
+def _merge(inputs: Iterable[tuple[str, tuple[str, str] | None]], rows: Iterable[dict], out_dir: Path, *,
+           error_threshold: int) -> MergeResult:
+    """(name, failure or None) of every input, and the rows: into a scratch ledger, then both CSVs out of it."""
     with tempfile.TemporaryDirectory(prefix="merge-") as scratch, JobLedger(Path(scratch) / LEDGER_FILE) as ledger:
-        for name in input_items:
+        for name, failure in inputs:
             ledger.add_input(name)
-        for name, (error_type, message) in (failed_items or {}).items():
-            ledger.record_failure(name, error_type, message)
+            if failure:
+                ledger.record_failure(name, *failure)
         for row in rows:
-            ledger.record_row(row, is_error=is_error(row))
+            ledger.record_row(row)
         return merge_ledger(ledger, out_dir, error_threshold=error_threshold)
 
 
@@ -119,15 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     row_files = sorted(p for p in args.rows.rglob("*") if p.is_file()) if args.rows.is_dir() else [args.rows]
     try:
-        with tempfile.TemporaryDirectory(prefix="merge-") as scratch, \
-                JobLedger(Path(scratch) / LEDGER_FILE) as ledger:
-            for item in walk_folder(args.input_root):
-                ledger.add_input(item.name)
-                if item.failure:
-                    ledger.record_failure(item.name, *item.failure)
-            for row in read_rows(row_files):
-                ledger.record_row(row, is_error=is_error(row))
-            result = merge_ledger(ledger, args.out, error_threshold=args.error_threshold)
+        result = _merge(((item.name, item.failure) for item in walk_folder(args.input_root)), read_rows(row_files),
+                        args.out, error_threshold=args.error_threshold)
     except ErrorThresholdExceeded as error:
         print(f"merge failed: {error}", file=sys.stderr)
         return 1

@@ -33,8 +33,8 @@ from pathlib import Path
 
 from scoring.items import InputItem, item_path
 from scoring.job_settings import JobSettings, exceeds
-from scoring.ledger import JobLedger
-from scoring.merge import LEDGER_FILE, MergeResult, merge_ledger
+from scoring.ledger import LEDGER_FILE, JobLedger
+from scoring.merge import MergeResult, merge_ledger
 from scoring.progress import describe_progress
 from scoring.reuse import KEY_FIELD, RowsCache, row_key
 from scoring.rows import MODEL_DIGEST, ErrorType, is_error, parse_row
@@ -258,7 +258,7 @@ class _Dispatcher:
         key = row_key(item.name, item.identity, self.job.scoring_key)
         row = self.ledger.reusable(key)
         if row is not None and row.get("image") == item.name and self._same_model(row):
-            self.ledger.record_row(row, is_error=is_error(row))
+            self.ledger.record_row(row)
             self.progress.reused += 1
             self._count(1, int(is_error(row)))
             return
@@ -386,7 +386,7 @@ class _Dispatcher:
             answered.setdefault(row["image"], {**row, KEY_FIELD: keys[row["image"]]})
         self.cache.write(answered.values())
         for row in answered.values():
-            self.ledger.record_row(row, is_error=is_error(row))
+            self.ledger.record_row(row)
         errors = sum(is_error(row) for row in answered.values())
         for name in keys.keys() - answered.keys():  # run() left it out: an error, not a loss
             self.ledger.record_failure(name, ErrorType.MISSING_RESULT,
