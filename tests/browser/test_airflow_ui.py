@@ -218,8 +218,13 @@ def test_a_person_triggers_a_month_and_follows_it_in_the_ui(stack):
 
             # The month on every run: the runs list (run ids of scheduled runs, Conf of all) and the run's note.
             page.goto(f"{url}/dags/{DAG_ID}/runs")
-            rows = page.locator("tbody tr")
-            expect(rows.filter(has_text=run_id)).to_contain_text(f'"month": "{MONTH}"')
+            # The Conf cell folds its JSON once rendered (`{⋯}`): a person opens the fold to read it. Wait for the
+            # fold, then open it (read before it folds, the cell passed by luck; read after, it shows `{}`).
+            conf_cell = page.locator("tbody tr").filter(has_text=run_id).locator(".monaco-editor")
+            fold = conf_cell.locator(".inline-folded")
+            expect(fold).to_be_visible()
+            fold.click()
+            expect(conf_cell.locator(".view-lines")).to_contain_text(f'"month": "{MONTH}"')
             expect(page.get_by_text(re.compile(rf"scheduled__{MONTH}__"))).to_be_visible()  # unpausing scheduled it
             page.screenshot(path=SHOTS / "02-runs.png")
             page.goto(run_path)
