@@ -6,17 +6,21 @@ PyTorch model on Azure ML (or the embedded default) and publishes
 `predictions/<YYYYMM>/predictions.csv`, `errors.csv`, `report.html` (charts, drift
 against the previous month) and `manifest.json`.
 
-**Which month:** a run covers the data interval [1st of month M, 1st of M+1) and
-scores month M. Scheduled and backfill run ids name it, then the date the run
-became due (the interval's end): `scheduled__202610__2026-11-01T…` scores
-October 2026. A manual run scores the month in the form's `month` field (the runs
-list's Conf column shows it), else the last complete month before it was
-triggered. Every run's note says its month (`month 202610`).
+**Which month:** months are the DAG's partitions (`YYYYMM`). The run due at
+00:00 UTC on 1 November is partition `202610` and scores October 2026 (its run
+id: `scheduled__2026-11-01T00:00:00+00:00__202610__…`). A manual run scores the
+month in the form's `month` field (or its *Partition key*), else the last
+complete month before it was triggered. Every run's note says its month
+(`month 202610`).
 
 **Backfill** months M1..M2 by their first days: from-date = 1st of M1, to-date =
 1st of M2 (UI: *Backfill*; CLI: `airflow backfill create --dag-id
 monthly_batch_scoring --from-date 2026-01-01 --to-date 2026-03-01` scores 202601,
 202602 and 202603).
+
+**Downstream:** each published month is an event of the `monthly_predictions`
+asset with the month as its partition key; `monthly_predictions_history` runs
+for exactly that month.
 
 **Steps:** plan the run (validates month and settings, no I/O) → check the model
 (registered, in a format the job loads; fails at once otherwise) → check the month
@@ -34,15 +38,15 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from airflow.sdk import Asset, AsyncCallback, DeadlineAlert, DeadlineReference, Param, dag, task
+from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference, Param, dag, task
 
 from batch_scoring.completeness import DEFAULT_QUIET_MINUTES, DEFAULT_RULE, DEFAULT_TIMEOUT_HOURS
 from batch_scoring.completeness import RULES as COMPLETENESS_RULES
 from batch_scoring.drift import DEFAULT_PSI_THRESHOLD
-from batch_scoring.notifications import ALERT_PARAM, DRIFT, FAILED, MonthAlert, deadline_missed
-from batch_scoring.month import MONTH_SCHEMA, MONTHLY_DAG_ID
-from batch_scoring.timetable import MonthlyScoringTimetable
+from batch_scoring.notifications import ALERT_PARAM, FAILED, MonthAlert, deadline_missed
+from batch_scoring.month import MONTH_SCHEMA, MONTHLY_DAG_ID, monthly_schedule
 from batch_scoring.operators.month_folder import FINGERPRINT_KEY, MonthFolderCompleteOperator
+from batch_scoring.operators.publish import PublishScoredMonthOperator
 from scoring.items import MONTH_MARKER
 from scoring.job_settings import param_schemas
 from batch_scoring.operators.azure_ml import (
@@ -57,7 +61,6 @@ DAG_ID = MONTHLY_DAG_ID  # the run-notes listener labels this DAG's runs with th
 WASB_CONN_ID = "wasb_default"
 AZURE_ML_CONN_ID = "azure_ml_default"
 DATA_ASSET_NAME = "monthly-images"
-MONTHLY_PREDICTIONS = Asset(name="monthly_predictions", uri="wasb://predictions/")
 # Between a task's failure and its retry (a retry of the wait submits the job's next attempt); seconds.
 RETRY_DELAY = dt.timedelta(seconds=int(os.environ.get("BATCH_SCORING_RETRY_DELAY_S", "120")))
 # The month is due this long after its run was queued: 36 h puts a scheduled run's deadline at 12:00 UTC on the
@@ -71,7 +74,7 @@ JOB_PARAMS = {name: Param(default, **schema) for name, (default, schema) in para
 
 @dag(
     dag_id=DAG_ID,
-    schedule=MonthlyScoringTimetable("0 0 1 * *", timezone="UTC"),
+    schedule=monthly_schedule(),
     start_date=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
     catchup=False,
     max_active_runs=2,
@@ -125,12 +128,11 @@ JOB_PARAMS = {name: Param(default, **schema) for name, (default, schema) in para
 )
 def monthly_batch_scoring():
     @task(multiple_outputs=True)
-    def plan_run(params: dict, data_interval_start=None, dag_run=None, dag=None) -> dict:
+    def plan_run(params: dict, dag_run=None, dag=None) -> dict:
         """Everything the run needs, validated before any I/O; a bad value fails at once, without retries."""
         from airflow.sdk.exceptions import AirflowFailException
-        from airflow.utils.types import DagRunType
 
-        from batch_scoring.month import InvalidMonth, month_of, resolve_month
+        from batch_scoring.month import InvalidMonth, resolve_month, run_date
         from scoring.job_settings import JobSettings, JobSettingsError
 
         conf = getattr(dag_run, "conf", None) or {}
@@ -141,14 +143,9 @@ def monthly_batch_scoring():
         if unknown:  # a misspelt key ({"mnth": ...}) would otherwise score the default month without a word
             raise AirflowFailException(f"unknown run configuration key(s) {', '.join(map(repr, unknown))}; known: "
                                        f"{', '.join(sorted(known))}")
-        if (getattr(dag_run, "run_type", None) == DagRunType.BACKFILL_JOB
-                and conf.get("month") not in (None, "", month_of(data_interval_start))):
-            # One month for every interval would score that month again and again, each run "success". (The
-            # run-notes listener writes each run's own month into its conf: that one stands.)
-            raise AirflowFailException(f"a backfill scores the month of each of its intervals; remove 'month' "
-                                       f"({conf['month']!r}) from the backfill's configuration")
         try:
-            month = resolve_month(params.get("month"), data_interval_start, dag_run.run_after)
+            # A partition asking for another month (one month given to a whole backfill) is refused here.
+            month = resolve_month(params.get("month"), dag_run.partition_key, run_date(dag_run))
             settings = JobSettings.from_dict({name: params[name] for name in JOB_PARAMS})
         except (InvalidMonth, JobSettingsError) as error:
             raise AirflowFailException(str(error)) from None
@@ -160,37 +157,6 @@ def monthly_batch_scoring():
         }
         print(f"scoring month {month}: {plan}")
         return plan
-
-    @task(outlets=[MONTHLY_PREDICTIONS])
-    def validate_and_publish(month: str, job: dict, model: dict, job_settings: dict, params: dict, run_id=None,
-                             outlet_events=None) -> dict:
-        """Check the outputs against the inputs (docs/contracts.md), report with drift, publish with a manifest."""
-        from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from batch_scoring.hooks.azure_ml import AzureMLHook
-        from batch_scoring.publish_step import PublishRefused, publish_scored_month
-        from scoring.rows import prediction_columns
-
-        blobs = WasbHook(wasb_conn_id=WASB_CONN_ID).get_conn()
-        try:
-            manifest = publish_scored_month(
-                workspace=AzureMLHook(azure_ml_conn_id=AZURE_ML_CONN_ID),
-                images=blobs.get_container_client(params["images_container"]),
-                predictions=blobs.get_container_client(params["predictions_container"]),
-                month=month, job=job, model_name=params["model_name"], model_version=params["model_version"],
-                run_id=run_id, drift_threshold=params["drift_psi_threshold"],
-                columns=prediction_columns(top_k=job_settings["top_k"], all_scores=job_settings["all_scores"],
-                                           multi_label=model["multi_label"]),
-            )
-        except PublishRefused as refused:  # a retry cannot make this job the latest
-            raise AirflowFailException(str(refused)) from None
-        if (manifest.get("drift") or {}).get("warning"):
-            from airflow.sdk import get_current_context
-
-            MonthAlert(DRIFT, reason=manifest["drift"]["message"]).notify(get_current_context())
-        outlet_events[MONTHLY_PREDICTIONS].extra = {"month": month, "job_name": job["job_name"], **manifest["counts"]}
-        return manifest
 
     plan = plan_run()
     model = AzureMLCheckModelOperator(
@@ -224,7 +190,13 @@ def monthly_batch_scoring():
         job_name=submit.output, job_spec=submit.output["job_spec"], poll_interval="{{ params.poll_interval }}",
     )
     # The job the wait ended on: a retry of the wait may have submitted the next attempt.
-    publish = validate_and_publish(plan["month"], wait.output, model.output, plan["job_settings"])
+    publish = PublishScoredMonthOperator(
+        task_id="validate_and_publish", wasb_conn_id=WASB_CONN_ID, azure_ml_conn_id=AZURE_ML_CONN_ID,
+        month=plan["month"], job=wait.output, model=model.output, job_settings=plan["job_settings"],
+        model_name="{{ params.model_name }}", model_version="{{ params.model_version }}",
+        images_container="{{ params.images_container }}", predictions_container="{{ params.predictions_container }}",
+        drift_psi_threshold="{{ params.drift_psi_threshold }}",
+    )
     plan >> model >> folder >> register >> compute >> submit >> wait >> publish
 
 

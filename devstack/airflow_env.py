@@ -50,6 +50,8 @@ def airflow_env(azurite: Azurite, *, state_dir: Path, airflow_home: Path, base: 
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         **connections(azurite.connection_string, state_dir / "localml", api_url=api_url),
     })
+    if not env.get("AIRFLOW__OPENLINEAGE__TRANSPORT"):  # a transport of one's own (Marquez, Purview) wins
+        env.update(lineage_env(state_dir))
     if not deadline_alerts:
         env["BATCH_SCORING_PUBLISH_DEADLINE_H"] = "0"
     if database_url is None:
@@ -59,6 +61,23 @@ def airflow_env(azurite: Azurite, *, state_dir: Path, airflow_home: Path, base: 
         env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", None)
         env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC", None)
     return env
+
+
+LINEAGE_NAMESPACE = "monthly-batch-scoring"
+
+
+def lineage_file(state_dir: Path) -> Path:
+    return state_dir / "openlineage" / "events.jsonl"
+
+
+def lineage_env(state_dir: Path) -> dict[str, str]:
+    """OpenLineage to a file in the state folder, one JSON event per line."""
+    lineage_file(state_dir).parent.mkdir(parents=True, exist_ok=True)
+    return {
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": LINEAGE_NAMESPACE,
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+            {"type": "file", "log_file_path": str(lineage_file(state_dir)), "append": True}),
+    }
 
 
 def connections(storage_connection_string: str, workspace_dir: Path, *, api_url: str | None = None) -> dict[str, str]:

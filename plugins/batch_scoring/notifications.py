@@ -64,7 +64,8 @@ class MonthAlert(BaseNotifier):
     def message(self, context) -> tuple[str, str]:
         """(subject, HTML body): the month, one line of reason, links to the run, the job and the report."""
         ti, dag_run, params = context.get("ti"), context.get("dag_run"), context.get("params") or {}
-        month = _pull(ti, "plan_run", "month") or (getattr(dag_run, "conf", None) or {}).get("month") or "?"
+        month = (_pull(ti, "plan_run", "month") or getattr(dag_run, "partition_key", None)
+                 or (getattr(dag_run, "conf", None) or {}).get("month") or "?")
         if self.reason is not None:
             reason = one_line(self.reason)
         else:
@@ -111,7 +112,7 @@ async def deadline_missed(context: dict, **_kwargs) -> None:
     run, deadline = context.get("dag_run") or {}, context.get("deadline") or {}
     conf = run.get("conf") or {}
     to = recipients(conf)
-    month = conf.get("month") or "?"
+    month = run.get("partition_key") or conf.get("month") or "?"
     if not to:
         log.info("no %s: the missed deadline of month %s is only in the log", ALERT_PARAM, month)
         return

@@ -55,8 +55,9 @@ def check_latest_attempt(workspace, job_name: str, month: str) -> None:
 def publish_scored_month(*, workspace, images, predictions, month: str, job: dict[str, Any], model_name: str,
                          model_version: str, run_id: str | None = None,
                          drift_threshold: float = DEFAULT_PSI_THRESHOLD,
-                         columns: tuple[str, ...] = PREDICTION_COLUMNS) -> dict[str, Any]:
-    """Publish the outputs of the completed `job` (the wait task's event) for `month`; returns the manifest.
+                         columns: tuple[str, ...] = PREDICTION_COLUMNS) -> tuple[dict[str, Any], list[str]]:
+    """Publish the outputs of the completed `job` (the wait task's event) for `month`; returns the manifest and
+    the blob names written (manifest last).
 
     `workspace`: the Azure ML hook (its `download_outputs`); `images`, `predictions`: container clients;
     `columns`: predictions.csv's columns for the outputs the run asked for (`scoring.rows.prediction_columns`)."""
@@ -88,4 +89,4 @@ def publish_scored_month(*, workspace, images, predictions, month: str, job: dic
         written = publish_month(predictions, month, folder, manifest)
     log.info("published %s: %d scored, %d errors of %d images", ", ".join(written), counts.scored, counts.errors,
              counts.inputs)
-    return manifest
+    return manifest, written

@@ -3,11 +3,14 @@
 Tasks cannot write their own run in Airflow 3, so the scheduler's
 `on_dag_run_running` listener does, with the month rule the plan task applies
 (`batch_scoring.month.resolve_month`), before any task is scheduled:
-- the run's configuration gets `month` when it has none, so the runs list's Conf
-  column shows it for scheduled, backfill and manual runs alike (the plan task
-  then reads the same month back: a rerun of the run scores the same month);
+- a manual run with no month and no partition key gets `month` in its
+  configuration, so the runs list's Conf column shows the month the rule chose
+  (scheduled and backfill runs show theirs as their partition key, Airflow's own);
 - the run's note says `month 202610`, unless a person wrote a note already.
 A month the plan task will refuse is noted as such, so the runs list says why.
+This is what Airflow's partitioned timetable cannot do: a manual run's month
+comes from a form field or from the moment it was triggered, which no timetable
+sees.
 """
 
 from __future__ import annotations
@@ -16,14 +19,14 @@ import logging
 
 from airflow.listeners import hookimpl
 
-from batch_scoring.month import MONTHLY_DAG_ID, InvalidMonth, resolve_month
+from batch_scoring.month import MONTHLY_DAG_ID, InvalidMonth, resolve_month, run_date
 
 log = logging.getLogger(__name__)
 
 
-def run_month(conf: dict | None, data_interval_start, run_after) -> str:
+def run_month(dag_run) -> str:
     """The month a run scores; raises InvalidMonth with the plan task's one-line reason."""
-    return resolve_month((conf or {}).get("month"), data_interval_start, run_after)
+    return resolve_month((dag_run.conf or {}).get("month"), dag_run.partition_key, run_date(dag_run))
 
 
 @hookimpl
@@ -32,12 +35,12 @@ def on_dag_run_running(dag_run, msg: str) -> None:
         return
     conf = dict(dag_run.conf or {})
     try:
-        month = run_month(conf, dag_run.data_interval_start, dag_run.run_after)
+        month = run_month(dag_run)
     except InvalidMonth as error:
         note = f"no month: {error}"
     else:
         note = f"month {month}"
-        if conf.get("month") in (None, ""):
+        if conf.get("month") in (None, "") and not dag_run.partition_key:
             dag_run.conf = {**conf, "month": month}  # a new dict: the column sees the change
     if not dag_run.note:
         dag_run.note = note

@@ -111,8 +111,8 @@ class Api:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 
-    def runs(self) -> list[dict]:
-        return self._call(f"/api/v2/dags/{DAG_ID}/dagRuns?order_by=-run_after")["dag_runs"]
+    def runs(self, dag_id: str = DAG_ID) -> list[dict]:
+        return self._call(f"/api/v2/dags/{dag_id}/dagRuns?order_by=-run_after")["dag_runs"]
 
     def wait_for(self, condition, timeout_s: float, what: str):
         deadline = time.monotonic() + timeout_s
@@ -121,8 +121,8 @@ class Api:
             time.sleep(1)
         return found
 
-    def unpause(self) -> None:
-        self._call(f"/api/v2/dags/{DAG_ID}", "PATCH", {"is_paused": False})
+    def unpause(self, dag_id: str = DAG_ID) -> None:
+        self._call(f"/api/v2/dags/{dag_id}", "PATCH", {"is_paused": False})
 
     def trigger(self, conf: dict) -> dict:
         return self._call(f"/api/v2/dags/{DAG_ID}/dagRuns", "POST", {"logical_date": None, "conf": conf})
@@ -225,7 +225,8 @@ def test_a_person_triggers_a_month_and_follows_it_in_the_ui(stack):
             expect(fold).to_be_visible()
             fold.click()
             expect(conf_cell.locator(".view-lines")).to_contain_text(f'"month": "{MONTH}"')
-            expect(page.get_by_text(re.compile(rf"scheduled__{MONTH}__"))).to_be_visible()  # unpausing scheduled it
+            # Unpausing scheduled the month as Airflow's partition: its run id and partition key name it.
+            expect(page.get_by_text(re.compile(rf"^scheduled__\S+__{MONTH}__"))).to_be_visible()
             page.screenshot(path=SHOTS / "02-runs.png")
             page.goto(run_path)
             expect(page.get_by_text(f"month {MONTH}")).to_be_visible()
@@ -292,6 +293,34 @@ def test_two_triggers_at_once_both_answer_and_both_runs_succeed(stack):
         assert api.finished(run["dag_run_id"], timeout_s=480)["state"] == "success"
 
 
+HISTORY_DAG_ID = "monthly_predictions_history"
+
+
+def test_a_published_month_runs_the_history_dag_for_exactly_that_month(stack, azurite):
+    """The published month is an asset event partitioned by the month; the downstream DAG runs for that key."""
+    from azure.storage.blob import BlobServiceClient
+
+    from batch_scoring.history import HISTORY_FILE
+    from batch_scoring.publish import read_manifest
+
+    url, password = stack
+    api = Api(url, password)
+    api.wait_dag_visible()
+    api.unpause(HISTORY_DAG_ID)
+    api.unpause()
+    run = api.trigger({"month": MONTH, "poll_interval": 1})
+    assert api.finished(run["dag_run_id"], timeout_s=480)["state"] == "success"
+    history = api.wait_for(lambda: [r for r in api.runs(HISTORY_DAG_ID) if r["state"] in ("success", "failed")],
+                           180, "no history run followed the published month")
+    assert {(r["partition_key"], r["state"]) for r in history} == {(MONTH, "success")}, history
+    predictions = BlobServiceClient.from_connection_string(azurite.connection_string) \
+        .get_container_client("predictions")
+    table = predictions.download_blob(HISTORY_FILE).readall().decode()
+    counts = read_manifest(predictions, MONTH)["counts"]
+    assert table.splitlines()[1:] and all(line.startswith(f"{MONTH},") for line in table.splitlines()[1:]), table
+    assert f",{counts['inputs']},{counts['scored']},{counts['errors']}," in table
+
+
 def test_a_misspelt_configuration_key_fails_the_run_at_its_plan_naming_the_key(stack):
     url, password = stack
     api = Api(url, password)
@@ -304,6 +333,50 @@ def test_a_misspelt_configuration_key_fails_the_run_at_its_plan_naming_the_key(s
     assert api.task_state(run["dag_run_id"], "check_month_folder") != "success"  # nothing was scored
 
 
+def _backfill_runs(api: Api, months: tuple[str, ...]) -> list[dict]:
+    return [r for r in api.runs() if r["run_type"] == "backfill" and r["partition_key"] in months]
+
+
+def _backfill_done(api: Api, backfill: dict, timeout_s: float = 300) -> None:
+    """A DAG takes one backfill at a time: the next is refused (409) while this one is active."""
+    api.wait_for(lambda: api._call(f"/api/v2/backfills/{backfill['id']}").get("completed_at"), timeout_s,
+                 f"backfill {backfill['id']} did not complete")
+
+
+def test_a_backfill_of_two_months_scores_and_publishes_each_month(stack, azurite):
+    """Through the scheduler, not a dry run: from the 1st of M1 to the 1st of M2 is one run per month, each
+    publishing its own month's files."""
+    from azure.storage.blob import BlobServiceClient
+
+    from batch_scoring.publish import read_manifest
+
+    months, images_per_month = ("202508", "202509"), 12
+    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    images = service.get_container_client("images")
+    for month in months:
+        for index in range(images_per_month):
+            images.upload_blob(f"{month}/backfill/{index:02d}.png", image_bytes("PNG", size=(40 + index, 40)),
+                               overwrite=True)
+        images.upload_blob(f"{month}/{MONTH_MARKER}", b"", overwrite=True)
+    url, password = stack
+    api = Api(url, password)
+    api.wait_dag_visible()
+    api.unpause()
+    backfill = api._call("/api/v2/backfills", "POST", {
+        "dag_id": DAG_ID, "from_date": "2025-08-01T00:00:00Z", "to_date": "2025-09-01T00:00:00Z",
+        "dag_run_conf": {"poll_interval": 1}, "max_active_runs": 2})
+    runs = api.wait_for(lambda: len(runs := _backfill_runs(api, months)) == 2 and runs, 120,
+                        f"backfill {backfill['id']} did not create a run per month")
+    finished = {run["partition_key"]: api.finished(run["dag_run_id"], timeout_s=480) for run in runs}
+    assert {month: run["state"] for month, run in finished.items()} == {month: "success" for month in months}
+    predictions = service.get_container_client("predictions")
+    for month in months:
+        manifest = read_manifest(predictions, month)
+        assert (manifest["month"], manifest["run_id"]) == (month, finished[month]["dag_run_id"])
+        assert manifest["counts"] == {"inputs": images_per_month, "scored": images_per_month, "errors": 0}
+    _backfill_done(api, backfill)
+
+
 def test_a_backfill_given_a_month_refuses_it_in_every_interval(stack):
     url, password = stack
     api = Api(url, password)
@@ -312,12 +385,14 @@ def test_a_backfill_given_a_month_refuses_it_in_every_interval(stack):
     backfill = api._call("/api/v2/backfills", "POST", {
         "dag_id": DAG_ID, "from_date": "2025-11-01T00:00:00Z", "to_date": "2025-12-01T00:00:00Z",
         "dag_run_conf": {"month": "202607"}, "max_active_runs": 2})
-    runs = api.wait_for(lambda: [r for r in api.runs() if r["run_type"] == "backfill"] or None, 120,
-                        f"backfill {backfill['id']} created no run")
+    runs = api.wait_for(lambda: len(runs := _backfill_runs(api, ("202511", "202512"))) == 2 and runs, 120,
+                        f"backfill {backfill['id']} did not create a run per month")
     for run in runs:
         assert api.finished(run["dag_run_id"])["state"] == "failed"
         log = api.task_log(run["dag_run_id"], "plan_run")
-        assert "a backfill scores the month of each of its intervals; remove 'month' ('202607')" in log, log[-2000:]
+        assert (f"the run is partition {run['partition_key']} but its configuration asks for month 202607; leave "
+                f"'month' empty (a backfill scores each of its months)") in log, log[-2000:]
+    assert sorted(run["partition_key"] for run in runs) == ["202511", "202512"]  # the months of the range
 
 
 def test_a_month_not_done_by_its_deadline_is_one_message_from_the_deadline_alert(stack, mailbox, azurite):

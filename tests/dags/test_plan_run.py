@@ -12,29 +12,30 @@ from scoring.job_settings import JobSettings
 dag_module = importlib.import_module("dags.monthly_batch_scoring")
 DAG = dag_module.monthly_batch_scoring_dag
 PLAN = DAG.get_task("plan_run").python_callable
-INTERVAL_START = dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc)
+DUE = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)  # the run due on 1 November covers October
 
 
 def _params(**overrides) -> dict:
     return {**{name: param.value for name, param in DAG.params.items()}, **overrides}
 
 
-def _plan(conf: dict | None = None, run_type: str = "manual", **overrides) -> dict:
+def _plan(conf: dict | None = None, partition_key: str | None = None, **overrides) -> dict:
     """The plan task as Airflow runs it: the run's conf merged into its params, unknown keys included."""
-    return PLAN(params={**_params(**overrides), **(conf or {})}, data_interval_start=INTERVAL_START,
-                dag_run=SimpleNamespace(run_after=INTERVAL_START, conf=conf or {}, run_type=run_type),
+    return PLAN(params={**_params(**overrides), **(conf or {})},
+                dag_run=SimpleNamespace(run_after=DUE, conf=conf or {}, partition_key=partition_key),
                 dag=SimpleNamespace(dag_id=DAG.dag_id, params=DAG.params))
 
 
-def test_a_month_in_a_backfills_configuration_is_refused_not_applied_to_every_interval():
+def test_a_month_in_a_backfills_configuration_is_refused_not_applied_to_every_partition():
     with pytest.raises(AirflowFailException) as raised:
-        _plan(conf={"month": "202607"}, run_type="backfill", month="202607")
-    assert str(raised.value) == ("a backfill scores the month of each of its intervals; remove 'month' ('202607') "
-                                 "from the backfill's configuration")
-    assert _plan(conf={"poll_interval": 5}, run_type="backfill", poll_interval=5)["month"] == "202610"
-    # The month the run-notes listener writes into each run's conf is the interval's own: it stands.
-    assert _plan(conf={"month": "202610"}, run_type="backfill", month="202610")["month"] == "202610"
+        _plan(conf={"month": "202607"}, partition_key="202609", month="202607")
+    assert str(raised.value) == ("the run is partition 202609 but its configuration asks for month 202607; leave "
+                                 "'month' empty (a backfill scores each of its months) or trigger 202607 as a run "
+                                 "of its own")
+    assert _plan(conf={"poll_interval": 5}, partition_key="202609", poll_interval=5)["month"] == "202609"
+    assert _plan(conf={"month": "202609"}, partition_key="202609", month="202609")["month"] == "202609"
     assert _plan(conf={"month": "202607"}, month="202607")["month"] == "202607"  # a manual run may name one
+    assert _plan(partition_key="202605")["month"] == "202605"  # or give it as the form's partition key
 
 
 def test_a_misspelt_configuration_key_fails_the_plan_naming_it_and_the_known_ones():

@@ -18,16 +18,16 @@ def test_refuses_anything_else_in_one_line_naming_the_value(bad):
     assert repr(bad) in message and "YYYYMM" in message and "\n" not in message
 
 
-def test_bad_form_month_is_refused_even_with_a_data_interval():
+def test_bad_form_month_is_refused_even_with_a_moment_to_fall_back_on():
     with pytest.raises(InvalidMonth, match="'../x'"):
-        resolve_month("../x", dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc))
+        resolve_month("../x", None, dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc))
 
 
-def test_interval_month_is_read_in_utc():
+def test_a_moment_month_is_read_in_utc():
     plus_two = dt.timezone(dt.timedelta(hours=2))
     assert month_of(dt.datetime(2026, 11, 1, 1, 0, tzinfo=plus_two)) == "202610"
 
 
-def test_no_month_and_no_interval_is_a_clear_error():
+def test_no_month_no_partition_and_no_moment_is_a_clear_error():
     with pytest.raises(InvalidMonth, match="trigger it with a month"):
         resolve_month(None, None, None)

@@ -6,16 +6,22 @@ from batch_scoring.run_notes import on_dag_run_running
 UTC = dt.timezone.utc
 
 
-def _run(conf=None, start=None, run_after=dt.datetime(2026, 11, 26, 9, tzinfo=UTC), note=None,
+def _run(conf=None, partition_key=None, run_after=dt.datetime(2026, 11, 26, 9, tzinfo=UTC), note=None,
          dag_id="monthly_batch_scoring"):
-    return SimpleNamespace(dag_id=dag_id, run_id="r", conf=conf, data_interval_start=start, run_after=run_after,
+    return SimpleNamespace(dag_id=dag_id, run_id="r", conf=conf, partition_key=partition_key, run_after=run_after,
                            note=note)
 
 
-def test_a_scheduled_run_gets_its_interval_month_in_conf_and_note():
-    run = _run(start=dt.datetime(2026, 10, 1, tzinfo=UTC), run_after=dt.datetime(2026, 11, 1, tzinfo=UTC))
+def test_a_scheduled_run_is_noted_with_its_partition_month_and_its_conf_left_alone():
+    run = _run(partition_key="202609", run_after=dt.datetime(2026, 10, 1, tzinfo=UTC))
     on_dag_run_running(run, "started")
-    assert run.conf == {"month": "202610"} and run.note == "month 202610"
+    assert run.conf is None and run.note == "month 202609"  # the runs list shows the partition key itself
+
+
+def test_a_partition_asking_for_another_month_is_noted_as_refused():
+    run = _run(conf={"month": "202601"}, partition_key="202609")
+    on_dag_run_running(run, "started")
+    assert run.note.startswith("no month: the run is partition 202609 but its configuration asks for month 202601")
 
 
 def test_a_form_month_wins_and_an_empty_one_is_filled_by_the_rule():
