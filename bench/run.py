@@ -96,7 +96,7 @@ def bench_program(state: Path, model_dir: Path, device: str) -> Path:
 
 
 def best_settings(device: str, precision: str) -> dict:
-    """The engine's best hand-picked flags on this device (chosen from bench runs, see README)."""
+    """The engine's best hand-picked flags on this device (chosen from bench runs, see docs/performance.md)."""
     cpus = os.cpu_count() or 1
     if device == "cuda":
         return {"device": "cuda", "max_concurrency_per_instance": 1, "decode_threads": cpus, "batch_size": 128,
