@@ -36,7 +36,7 @@ from scoring.month import validate_month
 log = logging.getLogger("demo")
 DAG_ID = "monthly_batch_scoring"
 MODEL_NAME, MODEL_VERSION = "shapes-classifier", "1"
-MIN_ACCURACY = 0.90  # the demo model must reach this on the demo month (issue #2)
+MIN_ACCURACY = 0.90  # the demo model must reach this on the demo month, or the demo fails
 STATE = PROJECT_ROOT / ".state"
 AIRFLOW_HOME = PROJECT_ROOT / ".airflow"
 
