@@ -21,10 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-from localml.jobs import OUTPUTS_DIR, PROGRESS_FILE, SPEC_FILE, STATUS_FILE, STORAGE_ENV, JobStatus
+from localml.jobs import OUTPUTS_DIR, PROGRESS_FILE, SPEC_FILE, STATUS_FILE, STORAGE_ENV
 from localml.month_lease import MonthLease
 from localml.workspace import read_json, write_json
 from scoring.job_settings import JobSettings
+from scoring.job_states import JobStatus
 from scoring.model_metadata import ModelFolderError
 
 log = logging.getLogger("localml.job")

@@ -20,30 +20,13 @@ from typing import Any
 from localml.process_group import stop_group
 from localml.process_identity import identify, is_alive
 from localml.workspace import LocalWorkspace, WorkspaceError, read_json, write_json
-
-
-class JobStatus:
-    """Azure ML's job states (azure.ai.ml's run-history vocabulary).
-
-    The service side of the wire: the Airflow side reads these strings with its own
-    `batch_scoring.backends.base.JobStatus`, as it reads a real workspace's.
-    """
-
-    NOT_STARTED = "NotStarted"
-    PREPARING = "Preparing"
-    RUNNING = "Running"
-    FINALIZING = "Finalizing"
-    CANCEL_REQUESTED = "CancelRequested"
-    COMPLETED = "Completed"
-    FAILED = "Failed"
-    CANCELED = "Canceled"
+from scoring.job_states import FINISHED_STATUSES, JobStatus
 
 
 class JobExists(WorkspaceError):
     pass
 
 
-TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED})
 
 SPEC_FILE = "spec.json"
 STATUS_FILE = "status.json"
@@ -117,10 +100,10 @@ def get(workspace: LocalWorkspace, name: str) -> dict:
     if status is None:
         raise WorkspaceError(f"no job named {name!r} in {workspace.root}")
     process = read_json(job_dir / PROCESS_FILE)
-    if status["status"] not in TERMINAL_STATUSES and process and not _process_alive(process):
+    if status["status"] not in FINISHED_STATUSES and process and not _process_alive(process):
         # Re-read: the process may have written its final state just before exiting.
         status = read_json(job_dir / STATUS_FILE)
-        if status["status"] not in TERMINAL_STATUSES:
+        if status["status"] not in FINISHED_STATUSES:
             status.update(status=JobStatus.FAILED, finished_at=time.time(),
                           error=f"job process {process['pid']} ended without a final state (killed?); "
                                 f"see {job_dir / LOG_FILE}")
@@ -133,7 +116,7 @@ def cancel(workspace: LocalWorkspace, name: str, *, grace_s: float = 15.0, wait:
     SIGTERM: the job process marks itself Canceled as it exits (a job that ignored it is found dead later)."""
     job_dir = workspace.job_dir(name)
     status = get(workspace, name)
-    if status["status"] in TERMINAL_STATUSES:
+    if status["status"] in FINISHED_STATUSES:
         return status
     status["status"] = JobStatus.CANCEL_REQUESTED
     write_json(job_dir / STATUS_FILE, status)
@@ -146,7 +129,7 @@ def cancel(workspace: LocalWorkspace, name: str, *, grace_s: float = 15.0, wait:
         # The job's workers share its process group: stop them all, not only the job process.
         stop_group(process["pid"], grace_s=grace_s)
     status = read_json(job_dir / STATUS_FILE)
-    if status["status"] not in TERMINAL_STATUSES:
+    if status["status"] not in FINISHED_STATUSES:
         status.update(status=JobStatus.CANCELED, finished_at=time.time())
         write_json(job_dir / STATUS_FILE, status)
     return status

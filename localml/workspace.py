@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from scoring.atomic_write import atomic_write
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
@@ -32,12 +33,9 @@ def check_name(kind: str, value: str) -> str:
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+    with atomic_write(path) as stream:
         json.dump(document, stream, indent=2, sort_keys=True)
         stream.write("\n")
-    os.replace(temporary, path)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import os
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+from scoring.atomic_write import atomic_write
 from scoring.items import walk_folder
 from scoring.job_settings import UNLIMITED, exceeds
 from scoring.ledger import LEDGER_FILE, JobLedger
@@ -107,13 +107,11 @@ def _error_rows(ledger: JobLedger) -> Iterator[dict]:
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: Iterable[dict]) -> None:
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", encoding="utf-8", newline="") as handle:
+    with atomic_write(path, newline="") as handle:
         # RFC 4180 line ends: with "\r\n" as the terminator, a field holding "\r" or "\n" is always quoted.
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(partial, path)
 
 
 def main(argv: list[str] | None = None) -> int:

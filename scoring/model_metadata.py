@@ -21,9 +21,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from scoring.atomic_write import atomic_write
 
 METADATA_FILE = "metadata.json"
 STATE_DICT, TORCH_EXPORT, TORCHSCRIPT = "state_dict", "torch_export", "torchscript"
@@ -228,9 +229,8 @@ def _triple(name: str, value: Any, *, low: float, high: float, low_open: bool = 
 
 def write_metadata(folder: Path, metadata: ModelMetadata) -> None:
     """Replace `metadata.json` whole (temporary file, then rename): a reader never sees half of it."""
-    partial = Path(folder) / f".{METADATA_FILE}.partial"
-    partial.write_text(json.dumps(metadata.to_dict(), indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, Path(folder) / METADATA_FILE)
+    with atomic_write(Path(folder) / METADATA_FILE) as handle:
+        handle.write(json.dumps(metadata.to_dict(), indent=2) + "\n")
 
 
 def parse_metadata(text: str, where: str) -> ModelMetadata:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from scoring.atomic_write import atomic_write
 from scoring.job_settings import WORKER_GROUPS, JobSettings, settings_fields
 from scoring.model_snapshot import ModelSnapshot
 
@@ -70,15 +70,13 @@ class RowsCache:
 
     def compact(self, keep: Iterable[dict]) -> None:
         """One file with the rows still wanted; the rest (stale content, other models) is dropped."""
-        kept = _write_lines(self.folder / "current.jsonl.next", keep)
+        current = _write_lines(self.folder / "current.jsonl", keep)
         for path in self.folder.glob("*.jsonl"):
-            path.unlink()
-        os.replace(kept, self.folder / "current.jsonl")
+            if path != current:  # a crash before this leaves duplicates of kept rows: the later one counts
+                path.unlink()
 
 
 def _write_lines(path: Path, rows: Iterable[dict]) -> Path:
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", encoding="utf-8") as handle:
+    with atomic_write(path) as handle:
         handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    os.replace(partial, path)
     return path

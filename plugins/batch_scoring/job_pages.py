@@ -13,12 +13,13 @@ submitted the job (the API server's own authentication and auth manager).
 from __future__ import annotations
 
 import html
-import urllib.parse
 from collections import deque
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse
+
+from batch_scoring.run_links import run_path
 
 URL_PREFIX = "/batch-scoring"
 JOBS_PATH = "/jobs"
@@ -82,14 +83,14 @@ def _links(info) -> str:
     dag_id, run_id = info.tags.get(DAG_TAG), info.tags.get("run_id")
     if not (dag_id and run_id):
         return ""
-    run = f"/dags/{urllib.parse.quote(dag_id)}/runs/{urllib.parse.quote(run_id, safe='')}"
+    run = run_path(dag_id, run_id)
     return (f"<p><a href='{html.escape(run)}'>Airflow run {html.escape(run_id)}</a> · "
             f"<a href='{html.escape(run)}/tasks/validate_and_publish'>publish step (report.html, manifest)</a></p>")
 
 
 @app.get(JOBS_PATH + "/{name}", response_class=HTMLResponse)
 def job_page(name: str, request: Request, user: Any = Depends(_logged_in_user)) -> str:
-    from batch_scoring.triggers.azure_ml import job_summary, still_running
+    from batch_scoring.job_watch import job_summary, still_running
 
     backend, info = _job(name)
     _authorize(request, user, info)

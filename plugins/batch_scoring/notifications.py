@@ -15,10 +15,11 @@ from __future__ import annotations
 import html
 import logging
 import os
-import urllib.parse
 from typing import Any
 
 from airflow.sdk import BaseNotifier
+
+from batch_scoring.run_links import run_url
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class MonthAlert(BaseNotifier):
             error = context.get("exception")
             task = getattr(ti, "task_id", "a task")
             reason = f"{task} failed: {one_line(error) if error else 'see its log'}"
-        run_link = _run_url(getattr(dag_run, "dag_id", None) or context["dag"].dag_id,
+        run_link = run_url(getattr(dag_run, "dag_id", None) or context["dag"].dag_id,
                             getattr(dag_run, "run_id", None) or context.get("run_id"))
         job_link = _pull(ti, "submit_scoring_job", "job_url")
         report = f"{params.get('predictions_container', 'predictions')}/{month}/report.html"
@@ -99,13 +100,6 @@ def _pull(ti, task_id: str, key: str) -> Any:
         return None
 
 
-def _run_url(dag_id: str, run_id: str | None) -> str:
-    from airflow.configuration import conf
-
-    base = conf.get("api", "base_url", fallback="http://localhost:8080").rstrip("/")
-    return f"{base}/dags/{urllib.parse.quote(dag_id)}/runs/{urllib.parse.quote(str(run_id or ''), safe='')}"
-
-
 async def deadline_missed(context: dict, **_kwargs) -> None:
     """The DAG's Deadline Alert: the month's run has not finished by its deadline (`context`: the run as the
     scheduler sends it, and the deadline)."""
@@ -116,7 +110,7 @@ async def deadline_missed(context: dict, **_kwargs) -> None:
     if not to:
         log.info("no %s: the missed deadline of month %s is only in the log", ALERT_PARAM, month)
         return
-    link = _run_url(run.get("dag_id", ""), run.get("dag_run_id"))
+    link = run_url(run.get("dag_id", ""), run.get("dag_run_id"))
     reason = f"not published by {deadline.get('deadline_time')}; the run is {run.get('state')}"
     subject = f"month {month}: {LATE}: {reason}"
     body = (f"<p><b>Month {html.escape(month)}: {LATE}</b></p><p>{html.escape(reason)}</p>"

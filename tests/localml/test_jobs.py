@@ -55,7 +55,7 @@ def _wait(workspace, name, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = jobs.get(workspace, name)
-        if status["status"] in jobs.TERMINAL_STATUSES:
+        if status["status"] in jobs.FINISHED_STATUSES:
             return status
         time.sleep(0.2)
     raise AssertionError(f"job {name} not finished after {timeout}s: {status}")

@@ -13,33 +13,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from scoring.job_settings import JobSettings
-
-
-class JobStatus:
-    """Azure ML job states; the local backend reports the same ones."""
-
-    NOT_STARTED = "NotStarted"
-    QUEUED = "Queued"
-    PREPARING = "Preparing"
-    PROVISIONING = "Provisioning"
-    STARTING = "Starting"
-    RUNNING = "Running"
-    FINALIZING = "Finalizing"
-    CANCEL_REQUESTED = "CancelRequested"
-    COMPLETED = "Completed"
-    FAILED = "Failed"
-    CANCELED = "Canceled"
-    NOT_RESPONDING = "NotResponding"
-    PAUSED = "Paused"
-    UNKNOWN = "Unknown"
-
-
-TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.NOT_RESPONDING})
-FAILURE_STATES = frozenset({JobStatus.FAILED, JobStatus.CANCELED, JobStatus.NOT_RESPONDING})
-# Neither running nor ended: the wait bounds them by their own timeout instead of its deadline of a day.
-STALLED_STATUSES = frozenset({JobStatus.PAUSED, JobStatus.UNKNOWN})
-# Nothing of the job runs any more: there is nothing to cancel. (NotResponding may still run.)
-FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED})
+from scoring.job_states import (  # noqa: F401 - the boundary's vocabulary, re-exported
+    FAILURE_STATES,
+    FINISHED_STATUSES,
+    STALLED_STATUSES,
+    TERMINAL_STATUSES,
+    JobStatus,
+)
 
 
 def attempt_name(base_name: str, attempt: int) -> str:

@@ -30,17 +30,15 @@ from batch_scoring.attempts import (
 from batch_scoring.backends.base import FAILURE_STATES, ComputeSpec, DataAsset, ModelRefused, ScoringJobSpec
 from batch_scoring.hooks.azure_ml import AzureMLHook
 from batch_scoring.month import validate_month
-from batch_scoring.triggers.azure_ml import (
+from batch_scoring.job_watch import (
+    CANCEL_REQUEST,
     QUEUED_WARNING_S,
     RESUME_DWELL_S,
     STALLED_TIMEOUT_S,
-    AzureMLJobTrigger,
-    StateClock,
+    JobWatch,
     job_event,
-    next_poll_s,
-    stall_check,
-    still_running,
 )
+from batch_scoring.triggers.azure_ml import AzureMLJobTrigger
 from scoring.job_settings import JobSettings
 
 if TYPE_CHECKING:
@@ -293,27 +291,20 @@ class AzureMLWaitForJobOperator(_AzureMLOperator):
                                           stalled_timeout_s=self.stalled_timeout_s),
                 method_name="execute_complete",
             )
-        clock = StateClock()
-        watching_since = time.monotonic()
-        while not info.terminal:
-            warning, give_up = stall_check(info, clock.seconds_in(info.status, time.time()),
-                                           queued_warning_s=self.queued_warning_s,
-                                           stalled_timeout_s=self.stalled_timeout_s)
-            if give_up:
-                self.hook.cancel_job(self.job_name, wait=False)
-                raise AzureMLJobFailed(warning)
-            if warning:
-                self.log.warning("%s", warning)
-            if time.time() >= end_time:
-                self.hook.cancel_job(self.job_name)
-                raise AzureMLJobFailed(
-                    f"job {self.job_name} still {info.status} after {self.timeout:.0f}s; it was cancelled. {info.url}"
-                )
-            pause = next_poll_s(self.poll_interval, time.monotonic() - watching_since)
-            self.log.info("%s; next check in %.0fs", still_running(info), pause)
-            time.sleep(pause)
+        watch = JobWatch(self.job_name, end_time=end_time, poll_interval=self.poll_interval,
+                         started=time.monotonic(), queued_warning_s=self.queued_warning_s,
+                         stalled_timeout_s=self.stalled_timeout_s)
+        while True:
+            verdict = watch.after(info, now=time.time(), monotonic=time.monotonic())
+            if verdict.cancel:
+                self.hook.cancel_job(self.job_name, wait=verdict.cancel != CANCEL_REQUEST)
+            if verdict.event is not None:
+                return self._finish(verdict.event)
+            if verdict.warning:
+                self.log.warning("%s", verdict.warning)
+            self.log.info("%s", verdict.line)
+            time.sleep(verdict.pause_s)
             info = self.hook.get_job(self.job_name)
-        return self._finish(job_event(info))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         return self._finish(event)

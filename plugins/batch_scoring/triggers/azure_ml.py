@@ -10,55 +10,12 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from batch_scoring.backends.base import STALLED_STATUSES, JobStatus
 from batch_scoring.hooks.azure_ml import AzureMLHook
-from scoring.progress import describe_progress
+from batch_scoring.job_watch import CANCEL_REQUEST, QUEUED_WARNING_S, STALLED_TIMEOUT_S, JobWatch
 from scoring.transient import is_transient
 
 
-# Airflow 3.3 fails a deferred task whose trigger fires before the executor has reported the deferring
-# worker's exit (~5 s with the LocalExecutor): apache/airflow#67287, #72716. A job that ends within this
-# many seconds of the deferral has its event held until then.
-RESUME_DWELL_S = 15.0
-TRANSIENT_RETRY_S = 600.0
-QUEUED_WARNING_S = 1800.0  # a job Queued this long is reported, each poll, with the likely causes
-STALLED_TIMEOUT_S = 3600.0  # a job Paused or Unknown this long is cancelled and the wait fails
-MIN_POLL_S = 2.0  # the first checks of a job
-
-
-def next_poll_s(poll_interval: float, watched_s: float) -> float:
-    """Seconds to the next status check: a tenth of how long the job has been watched, at least MIN_POLL_S, at
-    most `poll_interval`. A 12 s month ends within 2 s of the job; a 3-hour one is asked every `poll_interval`."""
-    return min(poll_interval, max(MIN_POLL_S, watched_s / 10))
-
-
-class StateClock:
-    """How long the job has been in the state it is in now, as far as this wait has seen."""
-
-    def __init__(self) -> None:
-        self.status: str | None = None
-        self.since = 0.0
-
-    def seconds_in(self, status: str, now: float) -> float:
-        if status != self.status:
-            self.status, self.since = status, now
-        return now - self.since
-
-
-def stall_check(info, seconds: float, *, queued_warning_s: float = QUEUED_WARNING_S,
-                stalled_timeout_s: float = STALLED_TIMEOUT_S) -> tuple[str | None, bool]:
-    """(warning line or None, give up?) for a live job that has been in its state for `seconds`."""
-    if info.status in STALLED_STATUSES:
-        if seconds >= stalled_timeout_s:
-            return (f"job {info.name} has been {info.status} for {seconds:.0f}s (limit {stalled_timeout_s:.0f}s); "
-                    f"it was cancelled: look at the job in the Studio ({info.url})"), True
-        return (f"job {info.name} is {info.status} for {seconds:.0f}s: neither running nor ended; cancelled after "
-                f"{stalled_timeout_s:.0f}s"), False
-    if info.status == JobStatus.QUEUED and seconds >= queued_warning_s:
-        return (f"job {info.name} has been Queued for {seconds / 60:.0f} min: the cluster likely has no quota "
-                "for its VM size or cannot get low-priority nodes (preempted); check the compute's quota and "
-                "state in the Studio"), False
-    return None, False
+TRANSIENT_RETRY_S = 600.0  # a workspace that does not answer is asked again, with backoff, for this long
 
 
 class AzureMLJobTrigger(BaseTrigger):
@@ -114,36 +71,24 @@ class AzureMLJobTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         # Everything the SDKs do is synchronous: build and call them in a thread, never on the triggerer's loop.
         hook = await asyncio.to_thread(self._connected_hook)
-        clock = StateClock()
-        watching_since = time.monotonic()
+        watch = JobWatch(self.job_name, end_time=self.end_time, poll_interval=self.poll_interval,
+                         started=time.monotonic(), queued_warning_s=self.queued_warning_s,
+                         stalled_timeout_s=self.stalled_timeout_s)
         while True:
             info = await self._get_job(hook)
-            if info.terminal:
-                if (hold := self.resume_after - time.time()) > 0:
+            verdict = watch.after(info, now=time.time(), monotonic=time.monotonic())
+            if verdict.cancel:
+                await asyncio.to_thread(hook.cancel_job, self.job_name, wait=verdict.cancel != CANCEL_REQUEST)
+            if verdict.event is not None:
+                if info.terminal and (hold := self.resume_after - time.time()) > 0:
                     self.log.info("job %s is %s; resuming the task in %.0fs", self.job_name, info.status, hold)
                     await asyncio.sleep(hold)
-                yield TriggerEvent(job_event(info))
+                yield TriggerEvent(verdict.event)
                 return
-            if time.time() >= self.end_time:
-                await asyncio.to_thread(hook.cancel_job, self.job_name)
-                yield TriggerEvent({
-                    "status": "error", "job_name": self.job_name, "job_status": info.status, "url": info.url,
-                    "message": f"job {self.job_name} still {info.status} at the wait's deadline; it was cancelled",
-                })
-                return
-            warning, give_up = stall_check(info, clock.seconds_in(info.status, time.time()),
-                                           queued_warning_s=self.queued_warning_s,
-                                           stalled_timeout_s=self.stalled_timeout_s)
-            if give_up:
-                await asyncio.to_thread(hook.cancel_job, self.job_name, wait=False)
-                yield TriggerEvent({"status": "error", "job_name": self.job_name, "job_status": info.status,
-                                    "url": info.url, "message": warning})
-                return
-            if warning:
-                self.log.warning("%s", warning)
-            pause = next_poll_s(self.poll_interval, time.monotonic() - watching_since)
-            self.log.info("%s; next check in %.0fs", still_running(info), pause)
-            await asyncio.sleep(min(pause, max(0.0, self.end_time - time.time())) or 0.01)
+            if verdict.warning:
+                self.log.warning("%s", verdict.warning)
+            self.log.info("%s", verdict.line)
+            await asyncio.sleep(verdict.pause_s)
 
     async def _get_job(self, hook: AzureMLHook):
         """The job's state; a workspace that does not answer for a while is asked again, with backoff, for up to
@@ -164,48 +109,3 @@ class AzureMLJobTrigger(BaseTrigger):
         (the triggerer gives on_kill seconds, a cancel can take minutes)."""
         if self.cancel_on_kill:
             await asyncio.to_thread(lambda: self._connected_hook().cancel_job(self.job_name, wait=False))
-
-
-def still_running(info) -> str:
-    """The wait's log line for a live job, with the job's own progress where the backend reports it."""
-    progress = info.details.get("progress") or {}
-    if "items_total" in progress:
-        text = describe_progress(progress)
-    else:
-        text = progress.get("phase", "")
-    if progress.get("profile"):
-        text += f"; {progress['profile']}"
-    return f"job {info.name} is {info.status}" + (f" ({text})" if text else "")
-
-
-def job_duration(info) -> float | None:
-    """Seconds from the job's start to its end, where its status data records both."""
-    started, finished = info.details.get("started_at"), info.details.get("finished_at")
-    return finished - started if started and finished and finished > started else None
-
-
-def job_summary(info) -> str:
-    """What a finished job did, from its status data: counts, duration, throughput, the profile it ran with."""
-    counts, progress = info.details.get("counts") or {}, info.details.get("progress") or {}
-    parts = []
-    if counts:
-        parts.append(f"{counts['inputs']} images, {counts['scored']} scored, {counts['errors']} errors")
-    if seconds := job_duration(info):
-        rate = f" ({counts['inputs'] / seconds:.1f} img/s)" if counts else ""
-        parts.append(f"in {seconds:.1f}s{rate}")
-    if progress.get("profile"):
-        parts.append(progress["profile"])
-    return "; ".join(parts)
-
-
-def job_event(info) -> dict[str, Any]:
-    """The event payload for a terminal job, shared by the trigger and the non-deferred wait."""
-    succeeded = info.status == JobStatus.COMPLETED
-    message = f"job {info.name} {info.status}" + (f": {info.error}" if info.error and not succeeded else "")
-    summary = job_summary(info)
-    if summary:
-        message += f" ({summary})" if not succeeded else f": {summary}"
-    seconds = job_duration(info)
-    return {"status": "success" if succeeded else "error", "job_name": info.name, "job_status": info.status,
-            "url": info.url, "message": message, "counts": info.details.get("counts"),
-            "duration_s": round(seconds, 3) if seconds else None}

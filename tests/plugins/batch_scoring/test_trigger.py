@@ -192,21 +192,3 @@ def test_a_long_queue_is_reported_with_its_likely_causes_and_the_wait_goes_on(cl
     assert events[0]["status"] == "success"  # the warning did not end the wait
     warnings = [line for line in logged if "has been Queued" in line]
     assert warnings and "no quota for its VM size" in warnings[0] and "preempted" in warnings[0]
-
-
-def test_the_state_clock_restarts_when_the_state_changes():
-    from batch_scoring.triggers.azure_ml import StateClock
-
-    clock = StateClock()
-    assert clock.seconds_in("Queued", 100.0) == 0.0
-    assert clock.seconds_in("Queued", 160.0) == 60.0
-    assert clock.seconds_in("Running", 170.0) == 0.0
-    assert clock.seconds_in("Running", 171.5) == 1.5
-
-
-@pytest.mark.parametrize("poll_interval, watched_s, pause", [
-    (30, 0, 2), (30, 12, 2), (30, 100, 10), (30, 1000, 30), (5, 1000, 5), (1, 0, 1)])
-def test_a_young_job_is_checked_often_and_a_long_one_every_poll_interval(poll_interval, watched_s, pause):
-    from batch_scoring.triggers.azure_ml import next_poll_s
-
-    assert next_poll_s(poll_interval, watched_s) == pause
