@@ -42,7 +42,7 @@ def _child(folder: str, rows: int) -> None:
     import psutil
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
-    from batch_scoring.publish import validate_outputs
+    from batch_scoring.validation import validate_outputs
     from batch_scoring.report import summarize
 
     class Inputs:  # the blob listing: streamed, never a list

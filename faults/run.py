@@ -387,7 +387,7 @@ class _JobBench:
             AzureMLSubmitScoringJobOperator,
             AzureMLWaitForJobOperator,
         )
-        from batch_scoring.publish import month_fingerprint
+        from batch_scoring.month_listing import month_fingerprint
 
         pushed: dict = {}
         context = self.context(pushed, try_number=kwargs.pop("try_number", 1), run_id=kwargs.pop("run_id", "scheduled"))

@@ -19,16 +19,10 @@ from batch_scoring.attempts import MODEL_TAG
 from batch_scoring.backends.base import split_attempt
 from batch_scoring.drift import DEFAULT_PSI_THRESHOLD, compare
 from batch_scoring.month import month_before
-from batch_scoring.publish import (
-    MANIFEST_FILE,
-    PUBLISHED_FILES,
-    MonthListing,
-    build_manifest,
-    publish_month,
-    read_manifest,
-    validate_outputs,
-)
+from batch_scoring.month_listing import MonthListing
+from batch_scoring.publish import MANIFEST_FILE, PUBLISHED_FILES, build_manifest, publish_month, read_manifest
 from batch_scoring.report import REPORT_FILE, summarize, write_report
+from batch_scoring.validation import validate_outputs
 from scoring.blob_location import BlobFolder
 from scoring.rows import PREDICTION_COLUMNS
 

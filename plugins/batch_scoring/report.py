@@ -27,19 +27,13 @@ import numpy as np
 import pandas as pd
 
 from batch_scoring.drift import Drift, shares
+from batch_scoring.output_csv import CHUNK_ROWS, read_chunks
 from scoring.blob_location import BlobFolder
 from scoring.merge import ERRORS_FILE, PREDICTIONS_FILE
 
 REPORT_FILE = "report.html"
-CHUNK_ROWS = 200_000
 SCORE_BINS = 20  # equal-width bins of the top-1 score over [0, 1]
 LOWEST_SHOWN = 15
-
-
-def read_chunks(path: Path, *, chunk_rows: int = CHUNK_ROWS, usecols=None):
-    """The CSV as chunks of strings, exactly as written: no NA guessing ('NA', 'null' are names, not gaps)."""
-    return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, chunksize=chunk_rows,
-                       encoding="utf-8", usecols=usecols)
 
 
 @dataclasses.dataclass

@@ -83,7 +83,7 @@ def test_a_folder_with_odd_entries_is_scored_and_every_entry_accounted_for(tmp_p
     """Non-UTF-8 names, a carriage return, links in and out, a FIFO: each one row, nothing read outside."""
     import os
 
-    from batch_scoring.publish import validate_outputs
+    from batch_scoring.validation import validate_outputs
     from scoring.items import walk_folder
     from support import image_bytes
 

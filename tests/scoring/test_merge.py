@@ -54,7 +54,7 @@ def test_any_file_name_round_trips_through_the_csvs_and_passes_validation(tmp_pa
     """Property-style: names a blob store or a filesystem allows, written, read back and validated unchanged."""
     import random
 
-    from batch_scoring.publish import validate_outputs
+    from batch_scoring.validation import validate_outputs
     from scoring.items import encode_name
 
     rng = random.Random(11)

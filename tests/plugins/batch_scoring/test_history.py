@@ -7,7 +7,8 @@ import io
 import pytest
 
 from batch_scoring.history import HISTORY_FILE, PublishedMonthMismatch, record_month, verify_published
-from batch_scoring.publish import MonthOutputs, build_manifest, publish_month
+from batch_scoring.publish import build_manifest, publish_month
+from batch_scoring.validation import MonthOutputs
 
 
 def _publish(tmp_path, container, month: str, scored: int = 2) -> dict:

@@ -201,7 +201,7 @@ def test_retry_after_a_killed_job_submits_the_next_attempt_and_scores_only_what_
 
 
 def test_a_blob_added_after_the_month_completed_is_scored_by_the_next_run(backend, blob_service):
-    from batch_scoring.publish import month_fingerprint
+    from batch_scoring.month_listing import month_fingerprint
 
     container = blob_service.get_container_client("locimages")
 
