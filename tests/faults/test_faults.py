@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from faults.run import CASES
+from faults.cases import CASES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
