@@ -19,13 +19,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import importlib.util
 import logging
-import multiprocessing
-import multiprocessing.connection
 import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -38,6 +34,7 @@ from scoring.merge import MergeResult, merge_ledger
 from scoring.progress import describe_progress
 from scoring.reuse import KEY_FIELD, RowsCache, row_key
 from scoring.rows import MODEL_DIGEST, ErrorType, is_error, parse_row
+from scoring.worker_pool import ERROR, INIT_ALLOWANCE_S, INIT_FAILED, READY, ROWS, Worker, WorkerPool
 
 log = logging.getLogger("scoring.parallel_runner")
 
@@ -45,8 +42,6 @@ ROWS_DIR = "rows"
 OUTPUTS_DIR = "outputs"
 # Mini-batches formed ahead of the workers: enough that none waits, few enough that memory stays flat.
 _QUEUED_BATCHES_PER_WORKER = 4
-# How long a fresh worker's init() may take before the clock of the mini-batch it was sent starts anyway.
-INIT_ALLOWANCE_S = 600
 
 
 class ParallelJobFailed(RuntimeError):
@@ -127,20 +122,6 @@ class _Progress:
             log.info("progress: %s", describe_progress(self.snapshot()))
 
 
-@dataclasses.dataclass
-class _Worker:
-    process: multiprocessing.Process
-    conn: multiprocessing.connection.Connection
-    batch: MiniBatch | None = None
-    started: float = 0.0  # when its batch's clock started: at sending it, or when init() finished
-    ready: bool = False  # init() finished
-
-    def deadline(self, timeout: int) -> float:
-        """When the batch it runs times out: `timeout` counts run() only, a fresh worker's init() gets its own
-        allowance first (imports, model load, compile)."""
-        return self.started + timeout + (0 if self.ready else INIT_ALLOWANCE_S)
-
-
 _END = object()
 
 
@@ -188,8 +169,9 @@ class _Dispatcher:
         self.attempts: collections.Counter[str] = collections.Counter()
         self.failed_batches = 0
         self.batch_count = 0
-        self.workers: list[_Worker] = []
-        self.context = multiprocessing.get_context("spawn")
+        self.pool = WorkerPool(_workers(self.settings), code_root=str(job.code_root),
+                               entry_script=str(job.entry_script), argv=list(job.program_arguments),
+                               logging_level=self.settings.logging_level)
         self.arrivals: queue.Queue = queue.Queue(maxsize=4096)
         self.feed_error: BaseException | None = None
 
@@ -202,8 +184,8 @@ class _Dispatcher:
         feeder.start()
         try:
             # Workers start now: their init() (imports, model load) overlaps the listing and the download.
-            self.workers = [self._start_worker() for _ in range(_workers(self.settings))]
-            while not self.progress.listing_complete or self.todo or any(w.batch for w in self.workers):
+            self.pool.start()
+            while not self.progress.listing_complete or self.todo or self.pool.busy():
                 self._take_arrivals()
                 self._assign()
                 self._settle_ready()
@@ -211,10 +193,7 @@ class _Dispatcher:
                 self.progress.publish()
                 self.progress.maybe_report()
         finally:
-            for worker in self.workers:  # ask all first, then wait: they exit side by side
-                _send_quietly(worker.conn, None)
-            for worker in self.workers:
-                self._stop_worker(worker)
+            self.pool.stop()
 
     def _feed(self, items: Iterable[InputItem]) -> None:
         try:
@@ -227,7 +206,7 @@ class _Dispatcher:
     def _take_arrivals(self) -> None:
         size = self.settings.mini_batch_size
         # Only while few mini-batches wait: the rest of the month stays in the feed (bounded), not in memory.
-        while not self.progress.listing_complete and len(self.todo) < _QUEUED_BATCHES_PER_WORKER * len(self.workers):
+        while not self.progress.listing_complete and len(self.todo) < _QUEUED_BATCHES_PER_WORKER * self.pool.size:
             try:
                 item = self.arrivals.get_nowait()
             except queue.Empty:
@@ -274,64 +253,22 @@ class _Dispatcher:
         self.progress.batches_total += 1
         self.todo.append(MiniBatch(f"mb-{self.batch_count:06d}", items, split))
 
-    def _start_worker(self) -> _Worker:
-        parent, child = self.context.Pipe()
-        process = self.context.Process(
-            target=_worker_main,
-            args=(child, str(self.job.code_root), str(self.job.entry_script), list(self.job.program_arguments),
-                  self.settings.logging_level),
-            daemon=True,
-        )
-        process.start()
-        child.close()
-        return _Worker(process, parent)
-
-    def _stop_worker(self, worker: _Worker) -> None:
-        if worker.process.is_alive():
-            _send_quietly(worker.conn, None)
-            worker.process.join(5)
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join()
-        worker.conn.close()
-
     def _assign(self) -> None:
-        for worker in self.workers:
-            if worker.batch is None and self.todo:
-                batch = self.todo.popleft()
-                files = [str(item_path(self.job.input_root, name)) for name in batch.names]
-                try:
-                    worker.conn.send((batch.batch_id, files))
-                except (BrokenPipeError, OSError):
-                    self.todo.appendleft(batch)
-                    self._replace(worker)
-                    continue
-                worker.batch, worker.started = batch, time.monotonic()
+        for worker in self.pool.idle():
+            if not self.todo:
+                return
+            batch = self.todo.popleft()
+            if not self.pool.send(worker, batch, [str(item_path(self.job.input_root, name)) for name in batch.names]):
+                self.todo.appendleft(batch)  # its worker was gone (and is replaced): the next round sends it
 
     def _settle_ready(self) -> None:
-        busy = [w for w in self.workers if w.batch]
-        waitables = [w.conn for w in busy] + [w.process.sentinel for w in busy]
-        deadline = min((w.deadline(self.settings.timeout) for w in busy), default=time.monotonic() + 1)
-        # While items still arrive, look at the queue often; else sleep until a worker answers.
-        limit = 1.0 if self.progress.listing_complete else 0.05
-        timeout = max(0.0, min(deadline - time.monotonic(), limit))
-        if not waitables:
-            time.sleep(timeout)
-            return
-        ready = set(multiprocessing.connection.wait(waitables, timeout=timeout))
-        for worker in busy:
-            if worker.conn in ready:
-                try:
-                    message = worker.conn.recv()
-                except (EOFError, OSError):
-                    message = ("died", None)
-                if message[0] == "ready":  # init() done; the batch it was sent starts now
-                    worker.ready, worker.started = True, time.monotonic()
-                    self._on_ready(message[1])
-                    continue
-                self._settle(worker, message)
-            elif worker.process.sentinel in ready:
-                self._settle(worker, ("died", None))
+        # While items still arrive, look at the queue often; else wait until a worker answers.
+        poll_s = 1.0 if self.progress.listing_complete else 0.05
+        for worker, kind, payload in self.pool.answers(timeout=self.settings.timeout, poll_s=poll_s):
+            if kind == READY:  # init() done; the batch it was sent starts now
+                self._on_ready(payload)
+            else:
+                self._settle(worker, kind, payload)
 
     def _on_ready(self, summary: str | None) -> None:
         if summary and summary != self.progress.profile:
@@ -340,29 +277,24 @@ class _Dispatcher:
             self.progress.publish(force=True)
 
     def _settle_timeouts(self) -> None:
-        now = time.monotonic()
-        for worker in self.workers:
-            if worker.batch and now > worker.deadline(self.settings.timeout):
-                batch, ready = worker.batch, worker.ready
-                self._replace(worker)
-                self._retry_or_fail(batch, f"run() did not finish within timeout={self.settings.timeout}s" if ready
-                                    else f"init() did not finish within {INIT_ALLOWANCE_S}s")
+        for worker in self.pool.timed_out(self.settings.timeout):
+            ready = worker.ready
+            batch, _seconds = self.pool.release(worker)
+            self.pool.replace(worker)
+            self._retry_or_fail(batch, f"run() did not finish within timeout={self.settings.timeout}s" if ready
+                                else f"init() did not finish within {INIT_ALLOWANCE_S}s")
 
-    def _settle(self, worker: _Worker, message: tuple) -> None:
-        batch, (kind, payload) = worker.batch, message
-        worker.batch = None
-        seconds = time.monotonic() - worker.started
-        if kind == "rows":
+    def _settle(self, worker: Worker, kind: str, payload) -> None:
+        batch, seconds = self.pool.release(worker)
+        if kind == ROWS:
             self._accept(batch, payload, seconds)
-        elif kind == "init_failed":
+        elif kind == INIT_FAILED:
             raise ParallelJobFailed(f"init() failed in a worker: {payload}")
-        elif kind == "error":
+        elif kind == ERROR:
             self._retry_or_fail(batch, f"run() raised {payload}")
         else:
-            worker.process.join(5)  # the pipe closes a moment before the exit code is known
-            exit_code = worker.process.exitcode
-            self._replace(worker)
-            self._retry_or_fail(batch, f"worker process died (exit code {exit_code})")
+            self.pool.replace(worker)
+            self._retry_or_fail(batch, f"worker process died (exit code {payload})")
 
     def _accept(self, batch: MiniBatch, lines: list[str], seconds: float) -> None:
         keys = dict(batch.items)
@@ -440,11 +372,6 @@ class _Dispatcher:
                 "see errors in the job log"
             )
 
-    def _replace(self, worker: _Worker) -> None:
-        self._stop_worker(worker)
-        index = self.workers.index(worker)
-        self.workers[index] = self._start_worker()
-
 
 def local_settings(settings: JobSettings) -> JobSettings:
     """The settings on this machine, where every node (`instance_count`) is a slice of its cores and memory."""
@@ -457,48 +384,3 @@ def local_settings(settings: JobSettings) -> JobSettings:
 def _workers(settings: JobSettings) -> int:
     """Worker processes in all: nodes times processes per node."""
     return settings.instance_count * settings.max_concurrency_per_instance
-
-
-def _send_quietly(conn, message) -> None:
-    try:
-        conn.send(message)
-    except (BrokenPipeError, OSError):
-        pass  # the worker is gone already
-
-
-def _worker_main(conn, code_root: str, entry_script: str, argv: list[str], level: str) -> None:
-    """One worker process: `init()` once, then `run()` for each mini-batch it is sent (the entry script sets
-    its own threads, from the workers sharing the node, as it does on Azure ML)."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s [worker %(process)d] %(name)s: %(message)s")
-    sys.argv = [entry_script, *argv]
-    sys.path.insert(0, code_root)
-    try:
-        spec = importlib.util.spec_from_file_location("_parallel_entry_script", entry_script)
-        entry = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(entry)
-        summary = entry.init()
-    except BaseException as error:  # noqa: BLE001 - report any init failure, then exit
-        conn.send(("init_failed", _one_line(error)))
-        return
-    # What init() returns (Azure ML ignores it) is the worker's one-line self-description, e.g. its profile.
-    conn.send(("ready", summary if isinstance(summary, str) else None))
-    while True:
-        try:
-            task = conn.recv()
-        except EOFError:
-            task = None
-        if task is None:
-            # Everything is sent; skip the interpreter's slow teardown of torch (about a second).
-            logging.shutdown()
-            os._exit(0)
-        _batch_id, files = task
-        try:
-            rows = entry.run(files)
-            conn.send(("rows", [str(row) for row in rows]))
-        except Exception as error:  # noqa: BLE001 - the parent decides about retries
-            conn.send(("error", _one_line(error)))
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
