@@ -337,6 +337,16 @@ def _backfill_runs(api: Api, months: tuple[str, ...]) -> list[dict]:
     return [r for r in api.runs() if r["run_type"] == "backfill" and r["partition_key"] in months]
 
 
+def _backfill(api: Api, first_days: tuple[str, str], months: tuple[str, ...], conf: dict) -> tuple[dict, list[dict]]:
+    """A backfill from the 1st of one month to the 1st of another, as the UI's dialog sends it; its runs."""
+    backfill = api._call("/api/v2/backfills", "POST", {
+        "dag_id": DAG_ID, "from_date": f"{first_days[0]}T00:00:00Z", "to_date": f"{first_days[1]}T00:00:00Z",
+        "dag_run_conf": conf, "max_active_runs": 2})
+    runs = api.wait_for(lambda: len(runs := _backfill_runs(api, months)) == len(months) and runs, 120,
+                        f"backfill {backfill['id']} did not create a run per month")
+    return backfill, runs
+
+
 def _backfill_done(api: Api, backfill: dict, timeout_s: float = 300) -> None:
     """A DAG takes one backfill at a time: the next is refused (409) while this one is active."""
     api.wait_for(lambda: api._call(f"/api/v2/backfills/{backfill['id']}").get("completed_at"), timeout_s,
@@ -362,11 +372,7 @@ def test_a_backfill_of_two_months_scores_and_publishes_each_month(stack, azurite
     api = Api(url, password)
     api.wait_dag_visible()
     api.unpause()
-    backfill = api._call("/api/v2/backfills", "POST", {
-        "dag_id": DAG_ID, "from_date": "2025-08-01T00:00:00Z", "to_date": "2025-09-01T00:00:00Z",
-        "dag_run_conf": {"poll_interval": 1}, "max_active_runs": 2})
-    runs = api.wait_for(lambda: len(runs := _backfill_runs(api, months)) == 2 and runs, 120,
-                        f"backfill {backfill['id']} did not create a run per month")
+    backfill, runs = _backfill(api, ("2025-08-01", "2025-09-01"), months, {"poll_interval": 1})
     finished = {run["partition_key"]: api.finished(run["dag_run_id"], timeout_s=480) for run in runs}
     assert {month: run["state"] for month, run in finished.items()} == {month: "success" for month in months}
     predictions = service.get_container_client("predictions")
@@ -382,11 +388,7 @@ def test_a_backfill_given_a_month_refuses_it_in_every_interval(stack):
     api = Api(url, password)
     api.wait_dag_visible()
     api.unpause()
-    backfill = api._call("/api/v2/backfills", "POST", {
-        "dag_id": DAG_ID, "from_date": "2025-11-01T00:00:00Z", "to_date": "2025-12-01T00:00:00Z",
-        "dag_run_conf": {"month": "202607"}, "max_active_runs": 2})
-    runs = api.wait_for(lambda: len(runs := _backfill_runs(api, ("202511", "202512"))) == 2 and runs, 120,
-                        f"backfill {backfill['id']} did not create a run per month")
+    _backfill_run, runs = _backfill(api, ("2025-11-01", "2025-12-01"), ("202511", "202512"), {"month": "202607"})
     for run in runs:
         assert api.finished(run["dag_run_id"])["state"] == "failed"
         log = api.task_log(run["dag_run_id"], "plan_run")

@@ -1,6 +1,7 @@
 import base64
 import io
 from html.parser import HTMLParser
+from types import SimpleNamespace
 
 from PIL import Image
 
@@ -105,3 +106,46 @@ def test_drift_is_shown_with_a_warning_and_names_cannot_inject_markup(tmp_path):
     assert "<script>" not in source and "&lt;script&gt;" in source
     text = " ".join(_parse(path).text)
     assert "Warning: drift vs 202609" in text and "+90.0" in text and "-90.0" in text
+
+
+def _drawn(monkeypatch, make_chart):
+    """The axes a chart function draws, laid out as the report's PNG is (the drawing is what a reader sees)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from batch_scoring import report
+
+    drawn = {}
+
+    def keep(draw, *, width=6.0, height=3.0):
+        figure, axes = plt.subplots(figsize=(width, height), dpi=100)
+        draw(axes)
+        figure.tight_layout()
+        figure.canvas.draw()
+        drawn.update(figure=figure, axes=axes)
+        return ""
+
+    monkeypatch.setattr(report, "_chart", keep)
+    make_chart(report)
+    return drawn["figure"], drawn["axes"]
+
+
+def test_the_errors_chart_counts_in_whole_numbers(monkeypatch):
+    _figure, axes = _drawn(monkeypatch, lambda report: report._bar_chart(
+        {"corrupt": 1, "empty": 2, "truncated": 1}, ylabel="images", counts=True))
+    ticks = [tick for tick in axes.get_yticks() if axes.get_ylim()[0] <= tick <= axes.get_ylim()[1]]
+    assert ticks and all(float(tick).is_integer() for tick in ticks), ticks
+
+
+def test_the_label_mix_legend_sits_above_the_bars_and_covers_none(monkeypatch):
+    before = {"labels": {"circle": 40, "square": 30, "triangle": 20, "cross": 10}, "score_bins": [1] * 20}
+    summary = SimpleNamespace(labels={"circle": 10, "square": 20, "triangle": 30, "cross": 40})
+    drift = compare(before, {"labels": summary.labels, "score_bins": [1] * 20}, previous_month="202609")
+    figure, axes = _drawn(monkeypatch, lambda report: report._label_chart(summary, drift))
+    renderer = figure.canvas.get_renderer()
+    legend = axes.get_legend().get_window_extent(renderer)
+    bars = [patch.get_window_extent(renderer) for patch in axes.patches]
+    assert len(bars) == 8 and not any(legend.overlaps(bar) for bar in bars)
+    assert legend.y0 >= axes.get_window_extent(renderer).y1 - 1  # above the plotting area
