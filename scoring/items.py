@@ -76,23 +76,36 @@ def item_path(input_root: str | os.PathLike, name: str) -> Path:
     return Path(input_root, *decode_name(name).split("/"))
 
 
+class PathOutsideInput(ValueError):
+    """A mini-batch path that leads to no item of the input root, by text, by real path or by the month's folder."""
+
+
 def image_id(path: str | os.PathLike, input_root: str | os.PathLike | None) -> str:
-    """The item name of a file the job was handed; a path outside the input root is a job bug, and raises."""
+    """The item name of a file the job was handed; a path that cannot be placed under the input root raises
+    PathOutsideInput (that file gets no row, which the merge lists as its error)."""
     path = PurePath(path)
     if input_root is None:
         return encode_name(path.name)
+    root = PurePath(input_root)
     try:
-        return encode_name(path.relative_to(PurePath(input_root)).as_posix())
+        return encode_name(path.relative_to(root).as_posix())
     except ValueError:
         pass
     # The service may spell the same folder another way (its own mount point, a symbolic link on the way):
     # what counts is where the path leads, not its text.
-    real_path, real_root = PurePath(os.path.realpath(path)), PurePath(os.path.realpath(input_root))
+    real_path, real_root = PurePath(os.path.realpath(path)), PurePath(os.path.realpath(root))
     try:
         return encode_name(real_path.relative_to(real_root).as_posix())
     except ValueError:
-        raise ValueError(f"mini-batch item {str(path)!r} is not under the input root {str(input_root)!r}; "
-                         "the job's --input_root must be the folder its items come from") from None
+        pass
+    # Else a mount the job cannot resolve: the item is what follows the input root's own folder (the month).
+    parts = path.parts[:-1]
+    if root.name and root.name in parts:
+        tail = path.parts[parts.index(root.name) + 1:]
+        return encode_name(PurePath(*tail).as_posix())
+    raise PathOutsideInput(f"mini-batch item {str(path)!r} is not under the input root {str(input_root)!r}, "
+                           f"and no folder of its path is named {root.name!r}; the job's --input_root must be the "
+                           "folder its items come from")
 
 
 def walk_folder(input_root: Path) -> Iterator[InputItem]:

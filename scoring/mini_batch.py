@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from scoring.image_decode import ImageDecodeError, Preprocessor, decode_image
-from scoring.items import image_id, is_input
+from scoring.items import PathOutsideInput, image_id, is_input
 from scoring.job_settings import JobSettings
 from scoring.model import ModelFolderError, load_model
 from scoring.predict import Predictor, fit_batch_size, pick_device, predictions
@@ -62,6 +62,7 @@ class MiniBatchScorer:
         self.preprocess = Preprocessor(self.metadata.preprocessing)
         self.stamp = stamp
         self.input_root = input_root
+        self._sample_logged = False
         self.max_pixels = settings.max_pixels
         self.batch_size = self.profile.batch_size
         if loaded.fixed_batch:
@@ -83,10 +84,8 @@ class MiniBatchScorer:
         rows: list[str] = []
         pending_ids: list[str] = []
         pending_tensors = []
-        # Azure ML hands every file of the folder, the month's completeness marker too: it gets no row.
-        files = [path for path in files if is_input(image_id(path, self.input_root))]
-        for path, outcome in zip(files, self._decoded(files)):
-            item = image_id(path, self.input_root)
+        placed = self._place(files)
+        for (_path, item), outcome in zip(placed, self._decoded([path for path, _item in placed])):
             if isinstance(outcome, ImageDecodeError):
                 rows.append(error_row(item, outcome.error_type, outcome.message))
                 continue
@@ -98,6 +97,23 @@ class MiniBatchScorer:
         if pending_ids:
             rows.extend(self._forward(pending_ids, pending_tensors))
         return rows
+
+    def _place(self, files: Sequence[str]) -> list[tuple[str, str]]:
+        """(path, item name) of the files to score. The month's completeness marker gets no row (Azure ML hands
+        every file of the folder); a path placed nowhere gets none either, and the merge lists its item."""
+        placed = []
+        for path in files:
+            try:
+                item = image_id(path, self.input_root)
+            except PathOutsideInput as error:
+                log.error("%s", error)
+                continue
+            if not self._sample_logged:  # one per worker: how the service's paths map to item names
+                log.info("mini-batch paths look like %r, item %r (input root %r)", path, item, str(self.input_root))
+                self._sample_logged = True
+            if is_input(item):
+                placed.append((path, item))
+        return placed
 
     def _decoded(self, files: Sequence[str]) -> Iterator:
         # map() keeps input order and decodes ahead while the caller runs forwards.

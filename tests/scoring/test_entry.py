@@ -53,3 +53,38 @@ def test_entry_script_loads_by_path_without_the_project_on_sys_path(tmp_path):
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "True"
+
+
+def test_run_places_paths_of_another_mount_by_the_month_folder_and_gives_a_stray_path_no_row(tmp_path, model_dir):
+    """As on Azure ML when the mount is spelled unlike --input_root: items are placed by the month's folder, one
+    sample path is logged, and a path placed nowhere costs its own row (the merge lists it), not the mini-batch."""
+    import subprocess
+    import sys
+
+    from support import image_bytes
+
+    mounted = tmp_path / "mnt" / "INPUT_images" / "202610"
+    (mounted / "circle").mkdir(parents=True)
+    (mounted / "circle" / "a.png").write_bytes(image_bytes("PNG"))
+    (mounted / "b.png").write_bytes(image_bytes("PNG"))
+    stray = tmp_path / "elsewhere" / "c.png"
+    stray.parent.mkdir()
+    stray.write_bytes(image_bytes("PNG"))
+    script = (
+        "import importlib.util, json, logging, sys\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        f"sys.argv = ['entry.py', '--model_dir', {str(model_dir)!r}, '--month', '202610',"
+        f" '--input_root', {str(tmp_path / 'not' / 'the' / 'mount' / '202610')!r}]\n"
+        f"spec = importlib.util.spec_from_file_location('entry', {str(PROJECT_ROOT / 'scoring' / 'entry.py')!r})\n"
+        "entry = importlib.util.module_from_spec(spec); spec.loader.exec_module(entry)\n"
+        "entry.init()\n"
+        f"print(json.dumps(entry.run([{str(mounted / 'circle' / 'a.png')!r}, {str(stray)!r},"
+        f" {str(mounted / 'b.png')!r}])))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sorted(json.loads(row)["image"] for row in rows) == ["b.png", "circle/a.png"]
+    assert f"mini-batch item {str(stray)!r} is not under the input root" in result.stderr
+    assert result.stderr.count("mini-batch paths look like") == 1 and "item 'circle/a.png'" in result.stderr

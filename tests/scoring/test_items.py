@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from scoring.items import InputItem, decode_name, encode_name, image_id, item_path, walk_folder
+from scoring.items import InputItem, PathOutsideInput, decode_name, encode_name, image_id, item_path, walk_folder
 
 
 def _walk(folder) -> dict[str, InputItem]:
@@ -74,8 +74,16 @@ def test_names_that_are_not_utf8_are_escaped_reversibly_and_the_file_is_reachabl
     assert image_id(item_path(tmp_path, item.name), tmp_path) == item.name
 
 
-def test_a_path_outside_the_input_root_is_a_bug_that_raises():
-    with pytest.raises(ValueError, match="is not under the input root"):
+def test_a_path_the_service_mounted_elsewhere_is_placed_by_the_month_folder_that_holds_it():
+    # The data asset mounted under the service's own path: what follows the month's folder is the item.
+    assert image_id("/mnt/azureml/cr/j/abc/cap/data-capability/wd/INPUT_images/202610/circle/a b.jpg",
+                    "/mnt/other/spelling/202610") == "circle/a b.jpg"
+    assert image_id("/mnt/x/202610/sub/202610/b.jpg", "/y/202610") == "sub/202610/b.jpg"  # the first one holds it
+
+
+def test_a_path_placed_nowhere_raises_naming_it_and_the_root():
+    with pytest.raises(PathOutsideInput, match=r"^mini-batch item '/elsewhere/a.jpg' is not under the input root "
+                                               r"'/month', and no folder of its path is named 'month'"):
         image_id("/elsewhere/a.jpg", "/month")
 
 
