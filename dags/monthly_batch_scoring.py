@@ -89,7 +89,8 @@ JOB_PARAMS = {name: Param(default, **schema) for name, (default, schema) in para
     params={
         "month": Param(None, type=["null", "string"], **MONTH_SCHEMA, title="Month (YYYYMM)",
                        description="The month to score as six digits, year then month: 202610 is October 2026. "
-                                   "Empty: the run's data-interval month (a manual run: the last complete month).",
+                                   "Empty: the run's partition (a scheduled or backfill run's month), else "
+                                   "the last complete month.",
                        section="Month"),
         "model_name": Param("shapes-classifier", type="string", minLength=1, title="Model name", section="Model"),
         "model_version": Param("1", type="string", minLength=1, title="Model version", section="Model"),

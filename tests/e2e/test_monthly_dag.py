@@ -16,7 +16,7 @@ from devstack.airflow_env import LINEAGE_NAMESPACE, airflow_env, lineage_file
 from support import write_small_month
 
 MONTH = "202610"
-LOGICAL_DATE = "2026-11-01"  # its data interval is October 2026
+LOGICAL_DATE = "2026-11-01"  # a run due on 1 November scores October 2026
 pytestmark = pytest.mark.e2e
 
 

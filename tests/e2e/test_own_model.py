@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -127,6 +128,11 @@ def test_a_pickled_model_of_the_users_own_class_is_imported_registered_and_score
                               "all_scores": True})
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "model residual-net:2: torch_export (model.pt2), 3 labels" in result.stdout + result.stderr
+    # Imported without --check_images, so no agreement with fp32 is on record: `auto` keeps fp32, as its log says
+    # (and the scores below match the original's fp32 softmax to 2e-6, which bf16 would not).
+    job_log = (root / "state" / "localml" / "jobs" / f"monthly-batch-scoring-{month}" / "job.log").read_text()
+    assert re.search(r"precision auto: fp32, (this CPU has no native bf16|bf16 was never checked for this model)",
+                     job_log), job_log[-3000:]
 
     columns, rows = _published(blobs, month)
     assert columns == ["image", "label", "score", "label_2", "score_2", "label_3", "score_3", "scores",
