@@ -1,7 +1,7 @@
 """The month a run scores: `YYYYMM`, validated before any I/O; the run's partition key when it has one.
 
 Mapping (README "Which month a run scores"): the monthly schedule is Airflow's
-partitioned cron (`MONTHLY_SCHEDULE`): the run due on 1 November is partition
+partitioned cron (`monthly_schedule`): the run due on 1 November is partition
 `202610` and scores October; a backfill's runs are the months of its range. A
 manual run scores the month in its trigger form (the `month` field, or the
 form's *Partition key*), else the last complete month before its logical date

@@ -77,14 +77,22 @@ class MonthAlert(BaseNotifier):
                             getattr(dag_run, "run_id", None) or context.get("run_id"))
         job_link = _pull(ti, "submit_scoring_job", "job_url")
         report = f"{params.get('predictions_container', 'predictions')}/{month}/report.html"
-        links = [f"<li>Airflow run: <a href='{html.escape(run_link)}'>{html.escape(run_link)}</a></li>"]
-        if job_link:
-            links.append(f"<li>Job: <a href='{html.escape(job_link)}'>{html.escape(job_link)}</a></li>")
+        links = [_link("Airflow run", run_link)] + ([_link("Job", job_link)] if job_link else [])
         links.append(f"<li>Report: {html.escape(report)} (in the predictions storage account)</li>")
-        subject = f"month {month}: {self.kind}: {reason}"[:200]
-        body = (f"<p><b>Month {html.escape(month)}: {html.escape(self.kind)}</b></p><p>{html.escape(reason)}</p>"
-                f"<ul>{''.join(links)}</ul>")
-        return subject, body
+        subject, body = _compose(month, self.kind, reason, links)
+        return subject[:200], body
+
+
+def _link(label: str, url: str) -> str:
+    return f"<li>{html.escape(label)}: <a href='{html.escape(url)}'>{html.escape(url)}</a></li>"
+
+
+def _compose(month: str, kind: str, reason: str, links: list[str]) -> tuple[str, str]:
+    """(subject, HTML body) of every message: the month, its kind, one line of reason, the links."""
+    subject = f"month {month}: {kind}: {reason}"
+    body = (f"<p><b>Month {html.escape(month)}: {html.escape(kind)}</b></p><p>{html.escape(reason)}</p>"
+            f"<ul>{''.join(links)}</ul>")
+    return subject, body
 
 
 def _smtp_notifier():
@@ -110,11 +118,9 @@ async def deadline_missed(context: dict, **_kwargs) -> None:
     if not to:
         log.info("no %s: the missed deadline of month %s is only in the log", ALERT_PARAM, month)
         return
-    link = run_url(run.get("dag_id", ""), run.get("dag_run_id"))
     reason = f"not published by {deadline.get('deadline_time')}; the run is {run.get('state')}"
-    subject = f"month {month}: {LATE}: {reason}"
-    body = (f"<p><b>Month {html.escape(month)}: {LATE}</b></p><p>{html.escape(reason)}</p>"
-            f"<ul><li>Airflow run: <a href='{html.escape(link)}'>{html.escape(link)}</a></li></ul>")
+    subject, body = _compose(month, LATE, reason,
+                             [_link("Airflow run", run_url(run.get("dag_id", ""), run.get("dag_run_id")))])
     await _smtp_notifier()(to=to, subject=subject, html_content=body, smtp_conn_id=SMTP_CONN_ID).async_notify({})
     log.info("sent the %s message for month %s to %s", LATE, month, ", ".join(to))
 
