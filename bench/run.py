@@ -2,7 +2,10 @@
 
 Prints one JSON object as the last line (also saved to bench/results.json):
 naive_img_s (PIL open, per-image tensor, batch of 1, fp32: the loop users run today),
-pipeline_img_s (this engine end to end, files -> CSV, best settings for the device),
+pipeline_img_s (this engine end to end, files -> CSV, best settings for the device, Pillow decoding),
+pipeline_batched_decode_img_s (the same with `--decoder torchvision`: JPEGs decoded in batches by
+decode_jpeg on the device, nvJPEG on CUDA) and batched_decode_top1_agreement (the share of images
+whose top-1 label is the same both ways), gpu_decode_img_s (CUDA only: decode + resize on the GPU alone),
 pipeline_pt2_img_s (the same, the same weights exported by `import-model` to a `.pt2`
 program; target >= 0.95 x pipeline_img_s),
 dag_job_img_s (the same images as a month in Azurite, scored by the local backend
@@ -18,6 +21,7 @@ process alone at 10,000 and 1,000,000 zero-byte inputs (`bench.flat_memory`), th
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import multiprocessing
 import os
@@ -36,6 +40,13 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STATE = PROJECT_ROOT / ".state" / "bench"
 RESULTS = Path(__file__).resolve().parent / "results.json"
 IMAGENET = dict(resize=256, input_size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+def _cpus() -> int:
+    """The cores this run may use (`taskset -c 0-3` stands a 16-core host in for a 4-vCPU node)."""
+    from scoring.device_profile import usable_cores
+
+    return usable_cores()
 
 
 def _size(count: int) -> str:
@@ -97,7 +108,7 @@ def bench_program(state: Path, model_dir: Path, device: str) -> Path:
 
 def best_settings(device: str, precision: str) -> dict:
     """The engine's best hand-picked flags on this device (chosen from bench runs, see docs/performance.md)."""
-    cpus = os.cpu_count() or 1
+    cpus = _cpus()
     if device == "cuda":
         return {"device": "cuda", "max_concurrency_per_instance": 1, "decode_threads": cpus, "batch_size": 128,
                 "mini_batch_size": 512, "precision": precision, "channels_last": "on"}
@@ -149,8 +160,8 @@ def _decode_one(job: tuple[str, str]) -> int:
 def decode_img_s(files: list[Path], model_dir: Path) -> float:
     """Decode + preprocess only, with the engine's own functions, one process per core."""
     context = multiprocessing.get_context("spawn")
-    with context.Pool(os.cpu_count() or 1, initializer=_single_thread) as pool:
-        pool.map(_decode_one, [(str(files[0]), str(model_dir))] * (os.cpu_count() or 1))  # imports done
+    with context.Pool(_cpus(), initializer=_single_thread) as pool:
+        pool.map(_decode_one, [(str(files[0]), str(model_dir))] * _cpus())  # imports done
         started = time.perf_counter()
         pool.map(_decode_one, [(str(path), str(model_dir)) for path in files], chunksize=8)
         return len(files) / (time.perf_counter() - started)
@@ -186,7 +197,7 @@ def _forward_worker(model_dir: str, device: str, precision: str, batch_size: int
 def forward_img_s(model_dir: Path, device: str, precision: str, batch_size: int, images: int) -> float:
     """Forward only on ready tensors, all cores: the better of one process with every thread, or one per core."""
     context = multiprocessing.get_context("spawn")
-    cpus = os.cpu_count() or 1
+    cpus = _cpus()
     layouts = [(1, cpus)] if device == "cuda" else [(1, cpus), (cpus, 1)]
     best = 0.0
     for processes, threads in layouts:
@@ -215,7 +226,8 @@ def _tree_rss(process: psutil.Process) -> int:
 
 
 def run_pipeline(input_dir: Path, model_dir: Path, settings: dict) -> tuple[float, float, dict]:
-    """The CLI end to end on `input_dir`; returns (img/s, peak RSS MB of the whole process tree, counts)."""
+    """The CLI end to end on `input_dir`; returns (img/s, peak RSS MB of the whole process tree, counts with the
+    top-1 label of every image under "labels")."""
     with tempfile.TemporaryDirectory(prefix="bench-out-") as out:
         command = [sys.executable, "-m", "scoring", "score", "--input", str(input_dir), "--model", str(model_dir),
                    "--out", out, "--month", "209901", "--logging_level", "WARNING"]
@@ -236,9 +248,19 @@ def run_pipeline(input_dir: Path, model_dir: Path, settings: dict) -> tuple[floa
         if process.returncode != 0:
             raise RuntimeError("pipeline run failed:\n" + "\n".join(output[-20:]))
         images = len(os.listdir(input_dir))
-        with open(Path(out) / "predictions.csv", encoding="utf-8") as handle:
-            scored = sum(1 for _ in handle) - 1
-    return images / elapsed, peak / 2**20, {"images": images, "scored": scored, "seconds": round(elapsed, 2)}
+        with open(Path(out) / "predictions.csv", newline="", encoding="utf-8") as handle:
+            labels = {row["image"]: row["label"] for row in csv.DictReader(handle)}
+    return images / elapsed, peak / 2**20, {"images": images, "scored": len(labels), "seconds": round(elapsed, 2),
+                                            "labels": labels}
+
+
+def _agreement(first: dict, second: dict) -> float:
+    """The share of images with the same top-1 label in both runs."""
+    return sum(first.get(image) == label for image, label in second.items()) / max(1, len(second))
+
+
+def _shown(counts: dict) -> dict:
+    return {key: value for key, value in counts.items() if key != "labels"}
 
 
 def main() -> int:
@@ -257,6 +279,9 @@ def main() -> int:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--weights-from", type=Path, default=None,
                         help="a ResNet-18 model folder whose weights the bench model takes (default: the demo model)")
+    parser.add_argument("--settings", choices=("best", "defaults"), default="best",
+                        help="pipeline flags: best (hand-picked for the device) or defaults (what a job gets on this "
+                             "node from the VM-size rule: a worker per core, decoding inline, batch auto)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -277,25 +302,35 @@ def main() -> int:
     agreement = read_metadata(model_dir).precision_agreement
     profile = resolve(JobSettings(), probe(), agreement)
     precision = profile.precision
-    settings = best_settings(device, precision)
+    settings = best_settings(device, precision) if args.settings == "best" else {"device": device}
     print(f"device {device}, model {args.model}, auto profile: {profile.describe()}; pipeline flags {settings}",
           flush=True)
 
     naive = naive_img_s(files[: args.naive_images], model_dir, device)
     print(f"naive: {naive:.1f} img/s", flush=True)
     decode = decode_img_s(files, model_dir)
-    print(f"decode: {decode:.1f} img/s ({1000 * (os.cpu_count() or 1) / decode:.2f} ms of one core per image)",
+    print(f"decode: {decode:.1f} img/s ({1000 * _cpus() / decode:.2f} ms of one core per image)",
           flush=True)
     forward = forward_img_s(model_dir, device, precision, settings["batch_size"], args.images)
     print(f"forward: {forward:.1f} img/s", flush=True)
     ceiling = min(decode, forward) if device == "cuda" else 1.0 / (1.0 / decode + 1.0 / forward)
-    pipeline, _rss, counts = run_pipeline(small, model_dir, settings)
-    print(f"pipeline {args.images}: {pipeline:.1f} img/s {counts}", flush=True)
+    pipeline, _rss, counts = run_pipeline(small, model_dir, {**settings, "decoder": "pillow"})
+    print(f"pipeline {args.images}: {pipeline:.1f} img/s {_shown(counts)}", flush=True)
+    batched, _rss, batched_counts = run_pipeline(small, model_dir, {**settings, "decoder": "torchvision"})
+    batched_agreement = _agreement(counts["labels"], batched_counts["labels"])
+    print(f"pipeline {args.images}, JPEGs by decode_jpeg on {device}: {batched:.1f} img/s {_shown(batched_counts)}, "
+          f"top-1 agreement with Pillow decoding {batched_agreement:.2%}", flush=True)
+    gpu_decode = None
+    if device == "cuda":
+        from bench.gpu_decode import gpu_decode_img_s
+
+        gpu_decode = gpu_decode_img_s(files)
+        print(f"decode + resize on the GPU alone: {gpu_decode:.1f} img/s", flush=True)
     program_dir = bench_program(state, model_dir, device)
     pipeline_pt2, _rss, pt2_counts = run_pipeline(small, program_dir, settings)
-    print(f"pipeline {args.images}, .pt2 program: {pipeline_pt2:.1f} img/s {pt2_counts}", flush=True)
+    print(f"pipeline {args.images}, .pt2 program: {pipeline_pt2:.1f} img/s {_shown(pt2_counts)}", flush=True)
     cli_defaults, _rss, cli_counts = run_pipeline(small, model_dir, {})
-    print(f"CLI with the job defaults {args.images}: {cli_defaults:.1f} img/s {cli_counts}", flush=True)
+    print(f"CLI with the job defaults {args.images}: {cli_defaults:.1f} img/s {_shown(cli_counts)}", flush=True)
     from bench.dag_job import dag_job_img_s, unavailable
 
     why_not = unavailable()
@@ -311,21 +346,26 @@ def main() -> int:
     print(f"validate and summarize {validation['rows']} rows: {validation}", flush=True)
     rss_set = linked_copies(files, state / f"images-x{args.rss_images}", args.rss_images)
     pipeline_1k, rss_1k, counts_1k = run_pipeline(rss_set, model_dir, settings)
-    print(f"pipeline {args.rss_images}: {pipeline_1k:.1f} img/s, peak RSS {rss_1k:.0f} MB {counts_1k}", flush=True)
+    print(f"pipeline {args.rss_images}: {pipeline_1k:.1f} img/s, peak RSS {rss_1k:.0f} MB {_shown(counts_1k)}", flush=True)
     pipeline_large, rss_large, large_counts = run_pipeline(large, model_dir, settings)
-    print(f"pipeline {args.large}: {pipeline_large:.1f} img/s, peak RSS {rss_large:.0f} MB {large_counts}", flush=True)
+    print(f"pipeline {args.large}: {pipeline_large:.1f} img/s, peak RSS {rss_large:.0f} MB {_shown(large_counts)}", flush=True)
 
     from bench.flat_memory import measure as measure_flat_memory
 
     flat_memory = measure_flat_memory(state, model_dir, args.flat_small, args.flat_large)
 
-    device_name = torch.cuda.get_device_name() if device == "cuda" else f"{os.cpu_count()}-core CPU"
+    device_name = torch.cuda.get_device_name() if device == "cuda" else f"{_cpus()}-core CPU"
     result = {
         "naive_img_s": round(naive, 1),
         "pipeline_img_s": round(pipeline, 1),
         "decode_img_s": round(decode, 1),
         "forward_img_s": round(forward, 1),
         "ceiling_img_s": round(ceiling, 1),
+        "pipeline_batched_decode_img_s": round(batched, 1),
+        "batched_decode_over_pipeline": round(batched / pipeline, 3),
+        "batched_decode_top1_agreement": round(batched_agreement, 4),
+        "gpu_decode_img_s": round(gpu_decode, 1) if gpu_decode else None,
+        "cpus": _cpus(),
         "pipeline_pt2_img_s": round(pipeline_pt2, 1),
         "pt2_over_pipeline": round(pipeline_pt2 / pipeline, 3),
         "pipeline_over_ceiling": round(pipeline / ceiling, 3),
@@ -334,7 +374,7 @@ def main() -> int:
         "dag_job_over_pipeline": round(dag_job / pipeline, 3) if dag_job else None,
         "dag_job": dag_counts,
         "cli_defaults_img_s": round(cli_defaults, 1),
-        "decode_ms_per_image_one_core": round(1000 * (os.cpu_count() or 1) / decode, 2),
+        "decode_ms_per_image_one_core": round(1000 * _cpus() / decode, 2),
         f"pipeline_img_s_{_size(args.rss_images)}": round(pipeline_1k, 1),
         f"pipeline_img_s_{_size(args.large)}": round(pipeline_large, 1),
         f"peak_rss_mb_{_size(args.rss_images)}": round(rss_1k),
@@ -349,7 +389,7 @@ def main() -> int:
                     "decode_threads": profile.decode_threads,
                     "top1_agreement_vs_fp32": agreement.get(profile.precision, 1.0)},
         "precision": precision,
-        "settings": settings,
+        "settings": {**settings, "choice": args.settings},
         "images": args.images,
         "large_images": args.large,
         "top1_agreement_vs_fp32": agreement,

@@ -11,9 +11,11 @@ Rules for `auto`:
 - precision: fp16 on CUDA, bf16 on a CPU with native bf16 instructions, else
   fp32; a reduced precision only when the model records a top-1 agreement with
   fp32 of at least `MIN_AGREEMENT` for it (`python -m scoring check-precision`).
-- channels-last on; batch 32 on CPU, the largest that fits half the free GPU
-  memory on CUDA (found at init); decoding inline where every core runs a
-  worker (the default), else the node's cores shared among the workers on CUDA.
+- channels-last on; batch 32 on CPU; on CUDA the largest that fits this worker's
+  share of the free GPU memory (found at init, at most the mini-batch), staged in
+  pinned memory; decoding inline where every core runs a worker (the default,
+  4 workers on a 4-vCPU NC4as_T4_v3), else the node's cores shared among the
+  workers on CUDA; the JPEG decoder chosen at init (`scoring.decoders.choose`).
 """
 
 from __future__ import annotations
@@ -54,15 +56,18 @@ class Profile:
     batch_size: int
     decode_threads: int
     compile: bool
+    decoder: str = "pillow"  # `auto` on CUDA until init() has probed (scoring.decoders.choose)
     reasons: tuple[str, ...] = ()
     # torch's intra-op threads: the node's cores shared among its workers (16 workers x 16 threads thrash).
     torch_threads: int = 1
+    # Batches staged in page-locked memory on CUDA, so that their copy to the GPU overlaps the decoding.
+    pin_memory: bool = False
 
     def describe(self, *, reasons: bool = True) -> str:
         batch = "fitted to GPU memory" if self.batch_size == FIT_GPU else str(self.batch_size)
         decode = "inline" if self.decode_threads == 0 else f"{self.decode_threads} threads"
         text = (f"{self.device}, {self.precision}, channels_last {'on' if self.channels_last else 'off'}, "
-                f"batch {batch}, decode {decode}, compile {'on' if self.compile else 'off'}")
+                f"batch {batch}, decode {decode}, decoder {self.decoder}, compile {'on' if self.compile else 'off'}")
         return text + (f" ({'; '.join(self.reasons)})" if reasons and self.reasons else "")
 
 
@@ -105,12 +110,18 @@ def resolve(requested: JobSettings, capabilities: Capabilities, agreement: Mappi
         decode_threads = capabilities.cpus // workers if device == "cuda" and workers < capabilities.cpus else 0
     return Profile(device=device, precision=precision, channels_last=requested.channels_last != "off",
                    batch_size=batch_size, decode_threads=decode_threads, compile=requested.compile,
-                   reasons=tuple(reasons), torch_threads=max(1, capabilities.cpus // workers))
+                   decoder=requested.decoder, reasons=tuple(reasons), torch_threads=max(1, capabilities.cpus // workers),
+                   pin_memory=device == "cuda")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (a `taskset` or a container's cpuset), not the host's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def probe() -> Capabilities:
     """This node's capabilities: CPU count, native bf16, and whether CUDA is usable (and if not, why)."""
-    return Capabilities(cpus=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+    return Capabilities(cpus=usable_cores(),
                         cpu_bf16=cpu_has_native_bf16(), cuda_problem=cuda_problem(), cuda_name=_cuda_name(),
                         torch_build=_torch_build())
 

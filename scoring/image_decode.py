@@ -57,7 +57,7 @@ def decode_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXEL
     try:
         with Image.open(path, formats=_FORMATS) as image:
             width, height = image.size
-            _check_pixel_budget(width, height, max_pixels, min_side)
+            check_pixel_budget(width, height, max_pixels, min_side)
             image.seek(0)  # animated GIF/WebP: the first frame
             if min_side and image.format == "JPEG":
                 image.draft(image.mode, (min_side, min_side))
@@ -103,7 +103,8 @@ def _settle_pillow() -> None:
     _FORMATS = tuple(Image.ID)
 
 
-def _check_pixel_budget(width: int, height: int, max_pixels: int, min_side: int | None) -> None:
+def check_pixel_budget(width: int, height: int, max_pixels: int, min_side: int | None) -> None:
+    """Refuse, as `too_large` (or `corrupt` for a zero side), an image of this size before it is decoded."""
     if width < 1 or height < 1:
         raise ImageDecodeError(ErrorType.CORRUPT, f"image header claims a size of {width}x{height}")
     if width * height > max_pixels:
@@ -175,6 +176,7 @@ class Preprocessor:
                      v2.CenterCrop(side)]
         else:
             steps = [v2.Resize((side, side), interpolation=interpolation, antialias=True)]
+        self._resize = v2.Compose(steps)
         self._crop = v2.Compose([v2.PILToTensor(), *steps])
         self._mean = torch.tensor(preprocessing.mean).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(preprocessing.std).view(1, 3, 1, 1) * 255.0
@@ -182,6 +184,10 @@ class Preprocessor:
     def crop(self, image: Image.Image) -> torch.Tensor:
         """uint8 (3, side, side)."""
         return self._crop(image)
+
+    def resize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The same resize (and crop) of an already decoded uint8 (3, H, W) tensor, on its own device."""
+        return self._resize(pixels)
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, H, W) to the model's normalised float32 input, on the batch's device."""

@@ -4,7 +4,7 @@ Four groups:
 - **parallel settings**, named and meant as in azure-ai-ml's parallel job
   (`mini_batch_size`, thresholds, retries, instances, workers, logging level);
 - the **scoring profile** (device, precision, channels-last, batch size, decode
-  threads, compile, pixel limit), which reaches the entry script as program arguments;
+  threads, decoder, compile, pixel limit), which reaches the entry script as program arguments;
 - **outputs**: which of the model's outputs predictions.csv carries (top-k, every
   class's score), also program arguments;
 - **local runs**: what only the embedded default's job and the CLI need (they
@@ -38,6 +38,7 @@ LOGGING_LEVELS = ("DEBUG", "INFO", "WARNING")
 DEVICES = (AUTO, "cpu", "cuda")
 PRECISIONS = (AUTO, "fp32", "bf16", "fp16")
 SWITCHES = (AUTO, "on", "off")
+DECODERS = (AUTO, "pillow", "torchvision")
 # Decompression-bomb guard: far above any photo, far below what exhausts memory.
 DEFAULT_MAX_PIXELS = 64_000_000
 # The memory one worker may need, for the auto worker count: its runtime and model, plus one image at the pixel
@@ -96,6 +97,11 @@ class JobSettings:
     decode_threads: int = _setting(
         "Decoding threads per worker", -1, "Decoding threads per worker (-1: auto, inline on CPU, the node's cores "
         "shared among workers on CUDA; 0: inline).", group=PROFILE, minimum=UNLIMITED)
+    decoder: str = _setting(
+        "JPEG decoder", AUTO, "auto: Pillow on CPU; on CUDA, torchvision's batched decode_jpeg on the GPU (nvJPEG) "
+        "where a probe at init() finds it faster than Pillow on this worker's cores. pillow: every file on the CPU. "
+        "torchvision: JPEGs decoded and resized in batches on the scoring device; other files, and JPEGs it "
+        "refuses, through Pillow.", group=PROFILE, choices=DECODERS)
     compile: bool = _setting(
         "Compile the model (torch.compile)", False, "torch.compile the model: ~18 s per worker up front, ~18% faster "
         "forward on CPU; pays only on long runs.", group=PROFILE)

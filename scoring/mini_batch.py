@@ -1,4 +1,4 @@
-"""Score one mini-batch of files: decode in threads while the model runs, one forward per batch.
+"""Score one mini-batch of files: decode ahead while the model runs (scoring.decoders), one forward per batch.
 
 Every file of the mini-batch comes back as exactly one row: scored, or an error
 with its reason. Nothing is dropped, so the job can account for every input.
@@ -9,12 +9,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
-from scoring.image_decode import ImageDecodeError, Preprocessor, decode_image
+from scoring.decoders import PillowDecoding, choose, make_decoding, measure_rates
+from scoring.image_decode import ImageDecodeError, Preprocessor
 from scoring.items import PathOutsideInput, image_id, is_input
 from scoring.job_settings import JobSettings
 from scoring.model import ModelFolderError, load_model
@@ -23,6 +23,8 @@ from scoring.device_profile import FIT_GPU, Capabilities, probe, resolve
 from scoring.rows import ErrorType, error_row, scored_row
 
 log = logging.getLogger(__name__)
+# The share of the free GPU memory the workers of a node fit their batches into, together.
+GPU_MEMORY_SHARE = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,14 +65,22 @@ class MiniBatchScorer:
         self.stamp = stamp
         self.input_root = input_root
         self._sample_logged = False
-        self.max_pixels = settings.max_pixels
         self.batch_size = self.profile.batch_size
+        workers = settings.max_concurrency_per_instance or capabilities.cpus
         if loaded.fixed_batch:
             self.batch_size = loaded.fixed_batch  # what the program runs at; a smaller last batch is padded
         elif self.batch_size == FIT_GPU:
-            self.batch_size = fit_batch_size(self.predictor, self.metadata.preprocessing.side)
-        threads = self.profile.decode_threads
-        self._decoder = ThreadPoolExecutor(max_workers=threads) if threads > 0 else None
+            # Every worker of the node shares the GPU; a batch never outgrows the mini-batch it is cut from.
+            self.batch_size = fit_batch_size(self.predictor, self.metadata.preprocessing.side,
+                                             memory_fraction=GPU_MEMORY_SHARE / workers,
+                                             largest=settings.mini_batch_size)
+        pillow = PillowDecoding(self.preprocess, max_pixels=settings.max_pixels,
+                                min_side=self.metadata.preprocessing.short_side, threads=self.profile.decode_threads)
+        decoder, why = choose(self.profile.decoder, self.profile.device, lambda: measure_rates(
+            pillow, self.predictor.device, threads=self.profile.decode_threads, workers=workers))
+        self.profile = dataclasses.replace(self.profile, decoder=decoder, reasons=(*self.profile.reasons, why))
+        self.decoding = make_decoding(decoder, pillow, self.predictor.device, chunk=self.batch_size)
+        self._fallbacks_logged = False
         log.info("model %s:%s: %s; sha256 %s", stamp.model_name, stamp.model_version, loaded.describe(),
                  self.digest[:12])
         if loaded.fixed_batch:
@@ -78,7 +88,8 @@ class MiniBatchScorer:
                      "export it with torch.export.Dim('batch') for any size", loaded.fixed_batch)
         log.info("scoring profile: %s; batch %d; %d torch threads (%d cores, %d workers)", self.profile.describe(),
                  self.batch_size, self.profile.torch_threads, capabilities.cpus,
-                 settings.max_concurrency_per_instance or capabilities.cpus)  # with the reasons
+                 workers)  # with the reasons
+        log.info("decoder: %s (%s)", self.decoding.describe(), why)
 
     def score(self, files: Sequence[str]) -> list[str]:
         rows: list[str] = []
@@ -96,7 +107,16 @@ class MiniBatchScorer:
                 pending_ids, pending_tensors = [], []
         if pending_ids:
             rows.extend(self._forward(pending_ids, pending_tensors))
+        self._log_fallbacks()
         return rows
+
+    def _log_fallbacks(self) -> None:
+        """Once per worker at INFO (then at DEBUG): which files the batched decoder left to Pillow, and why."""
+        decoder = getattr(self.decoding, "decoder", None)
+        if decoder is None or not decoder.fallbacks:
+            return
+        log.log(logging.DEBUG if self._fallbacks_logged else logging.INFO, "decoding so far: %s", decoder.summary())
+        self._fallbacks_logged = True
 
     def _place(self, files: Sequence[str]) -> list[tuple[str, str]]:
         """(path, item name) of the files to score. The month's completeness marker gets no row (Azure ML hands
@@ -116,23 +136,17 @@ class MiniBatchScorer:
         return placed
 
     def _decoded(self, files: Sequence[str]) -> Iterator:
-        # map() keeps input order and decodes ahead while the caller runs forwards.
-        if self._decoder is None:
-            return map(self._decode_one, files)
-        return self._decoder.map(self._decode_one, files)
-
-    def _decode_one(self, path: str):
-        try:
-            image = decode_image(path, max_pixels=self.max_pixels, min_side=self.metadata.preprocessing.short_side)
-            return self.preprocess.crop(image)
-        except ImageDecodeError as error:
-            return error
-        except Exception as error:  # noqa: BLE001 - one bad file costs one row, whatever it raises
-            return ImageDecodeError.unexpected(error)
+        # In input order, decoded ahead while the caller runs forwards.
+        return self.decoding.outcomes(files)
 
     def _forward(self, ids: list[str], tensors: list) -> list[str]:
         # uint8 crosses to the device (a quarter of float32's bytes); normalising happens there.
-        pixels = torch.stack(tensors).to(self.predictor.device, non_blocking=True)
+        if self.profile.pin_memory and tensors[0].device.type == "cpu":
+            staged = torch.empty((len(tensors), *tensors[0].shape), dtype=torch.uint8, pin_memory=True)
+            pixels = torch.stack(tensors, out=staged)
+        else:
+            pixels = torch.stack(tensors)
+        pixels = pixels.to(self.predictor.device, non_blocking=True)
         found = predictions(self.predictor.probabilities(self.preprocess.normalize(pixels)), self.metadata.labels,
                             top_k=self.top_k, all_scores=self.all_scores, multi_label=self.metadata.multi_label,
                             threshold=self.metadata.threshold)

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from scoring.device_profile import usable_cores
 from scoring.items import InputItem, item_path
 from scoring.job_settings import JobSettings, exceeds
 from scoring.ledger import LEDGER_FILE, JobLedger
@@ -378,7 +379,7 @@ def local_settings(settings: JobSettings) -> JobSettings:
     import psutil
 
     nodes = settings.instance_count
-    return settings.for_node(max(1, (os.cpu_count() or 1) // nodes), psutil.virtual_memory().total / 2**30 / nodes)
+    return settings.for_node(max(1, usable_cores() // nodes), psutil.virtual_memory().total / 2**30 / nodes)
 
 
 def _workers(settings: JobSettings) -> int:

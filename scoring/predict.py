@@ -137,7 +137,7 @@ def fit_batch_size(predictor: Predictor, side: int, *, memory_fraction: float = 
     predictor.probabilities(torch.zeros(probe, 3, side, side))
     per_image = max(1.0, (torch.cuda.max_memory_allocated(predictor.device) - before) / probe)
     free, _total = torch.cuda.mem_get_info(predictor.device)
-    batch = smallest
+    batch = min(smallest, largest)
     while batch * 2 <= largest and batch * 2 * per_image <= free * memory_fraction:
         batch *= 2
     return batch

@@ -22,8 +22,10 @@ def test_bench_reports_every_figure(tmp_path, model_dir):
     assert last_line == json.loads(out.read_text())
     for key in ("naive_img_s", "pipeline_img_s", "decode_img_s", "forward_img_s", "ceiling_img_s",
                 "peak_rss_mb_12", "peak_rss_mb_24", "dag_job_img_s", "cli_defaults_img_s", "pipeline_pt2_img_s",
-                "pt2_over_pipeline"):
+                "pt2_over_pipeline", "pipeline_batched_decode_img_s", "batched_decode_over_pipeline"):
         assert last_line[key] > 0, key
+    assert 0.9 <= last_line["batched_decode_top1_agreement"] <= 1
+    assert last_line["cpus"] == len(os.sched_getaffinity(0)) and last_line["gpu_decode_img_s"] is None
     assert last_line["dag_job"]["inputs"] == last_line["dag_job"]["scored"] == 12
     assert 0 < last_line["dag_job"]["job_log_lines"] < 40 and last_line["dag_job"]["job_log_bytes_per_image"] > 0
     checks = last_line["publish_checks"]

@@ -260,3 +260,32 @@ def test_an_images_row_does_not_depend_on_its_worker_neighbours_or_mini_batch(tm
     first, second = outputs.values()
     assert first == second
     assert sum(text.count("\n") - 1 for text in first.values()) == count
+
+
+def test_the_batched_jpeg_decoder_lists_the_same_errors_and_scores_the_same_files(tmp_path, model_dir):
+    """`--decoder torchvision` (decode_jpeg on the CPU here, nvJPEG on a GPU node) over every odd file of each
+    format plus odd JPEGs: the same errors.csv byte for byte, the same files scored, the same top-1 labels."""
+    from support import image_bytes, write_odd_images
+
+    month = tmp_path / "202610"
+    count = write_odd_images(month)
+    odd_jpegs = {"cmyk.jpg": image_bytes("JPEG", mode="CMYK", color=(0, 100, 100, 0)),
+                 "progressive.jpg": image_bytes("JPEG", size=(300, 200), progressive=True),
+                 "grey.jpg": image_bytes("JPEG", mode="L", size=(120, 90)),
+                 "trailing.jpg": image_bytes("JPEG", size=(80, 60)) + b"\x00" * 64 + b"trailer",
+                 "large.jpg": image_bytes("JPEG", size=(2400, 1800), color=(20, 200, 90))}
+    for name, data in odd_jpegs.items():
+        (month / name).write_bytes(data)
+    outputs = {}
+    for decoder in ("pillow", "torchvision"):
+        out = tmp_path / decoder
+        result = _cli("score", "--input", str(month), "--model", str(model_dir), "--out", str(out),
+                      "--error_threshold", "-1", "--decoder", decoder, "--mini_batch_size", "8")
+        assert result.returncode == 0, result.stderr
+        with open(out / "predictions.csv", newline="", encoding="utf-8") as handle:
+            labels = {row["image"]: row["label"] for row in csv.DictReader(handle)}
+        outputs[decoder] = (labels, (out / "errors.csv").read_text(encoding="utf-8"))
+    (pillow_labels, pillow_errors), (batched_labels, batched_errors) = outputs.values()
+    assert batched_errors == pillow_errors
+    assert batched_labels == pillow_labels
+    assert len(pillow_labels) + pillow_errors.count("\n") - 1 == count + len(odd_jpegs)

@@ -140,19 +140,19 @@ def test_an_unexpected_exception_in_one_file_costs_that_file_only(tmp_path, mode
     """A decoder raising a type nobody listed becomes that image's row; its neighbours are scored."""
     import json
 
-    from scoring import mini_batch
+    from scoring import decoders
     from scoring.mini_batch import MiniBatchScorer, Stamp
 
     for name in ("a.jpg", "boom.jpg", "c.jpg"):
         (tmp_path / name).write_bytes(image_bytes("JPEG"))
-    real_decode = mini_batch.decode_image
+    real_decode = decoders.decode_image
 
     def decode(path, **kwargs):
         if str(path).endswith("boom.jpg"):
             raise KeyError("an exotic chunk")
         return real_decode(path, **kwargs)
 
-    monkeypatch.setattr(mini_batch, "decode_image", decode)
+    monkeypatch.setattr(decoders, "decode_image", decode)
     scorer = MiniBatchScorer(model_dir=model_dir, stamp=Stamp("m", "1", "202610"), input_root=str(tmp_path))
     rows = {row["image"]: row for row in map(json.loads, scorer.score([str(tmp_path / n) for n in
                                                                         ("a.jpg", "boom.jpg", "c.jpg")]))}

@@ -120,6 +120,15 @@ def test_the_clusters_size_from_the_service_resolves_auto_workers_and_device(wor
     assert node == NodeSize("STANDARD_NC4AS_T4_V3", cores=4, gpus=1, memory_gb=28.0)
     settings = for_compute(JobSettings(), node)
     assert (settings.device, settings.max_concurrency_per_instance) == ("cuda", 4)
+    # What each of the node's 4 workers then runs with, on its 4 vCPUs and one T4: decoding inline (a core each),
+    # one torch thread, pinned transfers, a batch fitted to its share of the GPU, the decoder probed at init().
+    from scoring.device_profile import FIT_GPU, Capabilities, resolve
+
+    t4_node = Capabilities(cpus=4, cpu_bf16=False, cuda_problem=None, cuda_name="Tesla T4")
+    profile = resolve(settings, t4_node, {"fp16": 0.999})
+    assert (profile.decode_threads, profile.torch_threads, profile.pin_memory, profile.batch_size,
+            profile.decoder, profile.precision) == (0, 1, True, FIT_GPU, "auto", "fp16")
+    assert "--decoder auto" in " ".join(settings.program_arguments())
 
 
 def test_a_cluster_whose_provisioning_failed_is_refused_in_one_line(workspace, backend):
