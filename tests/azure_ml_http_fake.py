@@ -77,6 +77,10 @@ class FakeWorkspace:
                       {"name": "Standard_D16s_v3", "family": "standardDSv3Family", "vCPUs": 16, "gpus": 0,
                        "memoryGB": 64.0, "lowPriorityCapable": True}]
         self.run_errors: dict[str, dict] = {}  # job name -> the error its run details carry
+        self.steps: dict[str, list[dict]] = {}  # pipeline job name -> its child jobs, as run history lists them
+        # job name -> how many more reads answer CancelRequested once its cancel operation has answered done:
+        # the service promises no time for a cancelled job to reach Canceled.
+        self.cancel_lingers: dict[str, int] = {}
         self.run_outputs: dict[str, dict[str, str]] = {}  # job name -> output name -> datastore path of its files
         self.requests: list[tuple[str, str, dict | None]] = []  # (method, path, JSON body)
         # (method, path) -> a canned answer: (status, body) or (status, body, headers)
@@ -92,8 +96,43 @@ class FakeWorkspace:
                            **properties},
         }
 
+    def add_step(self, parent: str, name: str, status: str, *, display_name: str, error: dict | None = None) -> None:
+        """A child job of pipeline `parent` (a step), with its own error in its run details when given."""
+        self.steps.setdefault(parent, []).append({"runId": name, "parentRunId": parent, "rootRunId": parent,
+                                                  "displayName": display_name, "status": status,
+                                                  "experimentId": "monthly-batch-scoring"})
+        if error:
+            self.run_errors[name] = error
+
+    def add_model(self, name: str, version: str, files: dict[str, bytes], *, model_type: str = "custom_model") -> str:
+        """A registered model whose files lie in the default datastore (the blob store), as `az ml model create
+        --path` leaves them: one file registers its own path, several a folder. Returns the datastore path."""
+        from azure.storage.blob import BlobServiceClient
+
+        prefix = f"LocalUpload/{name}-{version}"
+        service = BlobServiceClient.from_connection_string(self.blob_store.connection_string)
+        container = service.get_container_client(DATASTORE_CONTAINER)
+        if not container.exists():
+            container.create_container()
+        for relative, data in files.items():
+            container.upload_blob(f"{prefix}/{relative}", data, overwrite=True)
+        path = f"{prefix}/{next(iter(files))}" if len(files) == 1 else prefix
+        self.assets[("models", name, version)] = {
+            "id": f"{WS}/models/{name}/versions/{version}", "name": version,
+            "type": "Microsoft.MachineLearningServices/workspaces/models/versions",
+            "properties": {"modelType": model_type, "properties": {}, "tags": {}, "flavors": {},
+                           "modelUri": f"azureml://subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/"
+                                       f"workspaces/{WORKSPACE}/datastores/{DATASTORE}/paths/{path}"}}
+        return path
+
+    def _run_status(self, name: str) -> str | None:
+        if name in self.jobs:
+            return self.jobs[name]["properties"]["status"]
+        return next((step["status"] for steps in self.steps.values() for step in steps if step["runId"] == name), None)
+
     def add_compute(self, name: str, *, state: str = "Succeeded", errors: list | None = None,
-                    size: str = "STANDARD_NC4AS_T4_V3") -> None:
+                    size: str = "STANDARD_NC4AS_T4_V3", allocation: dict | None = None) -> None:
+        """`allocation`: the node allocation the cluster reports (allocationState, node counts, errors)."""
         self.computes[name] = {
             "id": f"{WS}/computes/{name}", "name": name, "location": LOCATION,
             "type": "Microsoft.MachineLearningServices/workspaces/computes",
@@ -101,7 +140,8 @@ class FakeWorkspace:
                            "provisioningErrors": errors,
                            "properties": {"vmSize": size, "vmPriority": "LowPriority",
                                           "scaleSettings": {"maxNodeCount": 2, "minNodeCount": 0,
-                                                            "nodeIdleTimeBeforeScaleDown": "PT120S"}}},
+                                                            "nodeIdleTimeBeforeScaleDown": "PT120S"},
+                                          **(allocation or {})}},
         }
 
     def _pending_upload(self, name: str, version: str) -> dict:
@@ -147,10 +187,14 @@ class FakeWorkspace:
                          "properties": {"discoveryUrl": f"{DATA_PLANE}/discovery", "workspaceId": "ws-id-0001"}}, {}
         if path == "/discovery":
             return 200, {"api": DATA_PLANE, "history": DATA_PLANE, "catalog": DATA_PLANE}, {}
-        if match := re.fullmatch(re.escape(HISTORY) + r"/runs/([^/]+)/details", path):
+        if match := re.fullmatch(re.escape(HISTORY) + r"/runs/([^/]+)/children", path):
             if match[1] not in self.jobs:
                 return (*error(404, "UserError", f"run {match[1]} not found"), {})
-            return 200, {"runId": match[1], "status": self.jobs[match[1]]["properties"]["status"],
+            return 200, {"value": self.steps.get(match[1], [])}, {}
+        if match := re.fullmatch(re.escape(HISTORY) + r"/runs/([^/]+)/details", path):
+            if self._run_status(match[1]) is None:
+                return (*error(404, "UserError", f"run {match[1]} not found"), {})
+            return 200, {"runId": match[1], "status": self._run_status(match[1]),
                          **({"error": {"error": self.run_errors[match[1]]}} if match[1] in self.run_errors else {})}, {}
         if path == f"{HISTORY}/rundata":
             run = body["runId"]
@@ -181,7 +225,8 @@ class FakeWorkspace:
             # Accepted: the outcome is polled at the Location the service names.
             return 202, None, {"Location": f"https://management.azure.com{WS}/operationResults/cancel-{match[1]}"}
         if match := re.fullmatch(re.escape(WS) + r"/operationResults/cancel-([^/]+)", path):
-            self.jobs[match[1]]["properties"]["status"] = "Canceled"
+            if not self.cancel_lingers.get(match[1]):
+                self.jobs[match[1]]["properties"]["status"] = "Canceled"
             return 200, None, {}
         if match := re.fullmatch(re.escape(WS) + r"/codes/([^/]+)/versions", path):
             wanted = (query or {}).get("hash", [None])[0]
@@ -200,6 +245,10 @@ class FakeWorkspace:
             return 201, self.jobs[match[1]], {}
         if match := re.fullmatch(re.escape(WS) + r"/jobs/([^/]+)", path):
             job = self.jobs.get(match[1])
+            if job and job["properties"]["status"] == "CancelRequested" and match[1] in self.cancel_lingers:
+                self.cancel_lingers[match[1]] -= 1
+                if self.cancel_lingers[match[1]] < 0:
+                    job["properties"]["status"] = "Canceled"
             return (200, job, {}) if job else (*error(404, "UserError", f"job {match[1]} not found"), {})
         if (match := re.fullmatch(re.escape(WS) + r"/computes/([^/]+)", path)) and method == "PUT":
             # Accepted while the cluster is created: the outcome is polled at the Azure-AsyncOperation URL.

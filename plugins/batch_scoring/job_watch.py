@@ -52,9 +52,10 @@ def stall_check(info, seconds: float, *, queued_warning_s: float = QUEUED_WARNIN
         return (f"job {info.name} is {info.status} for {seconds:.0f}s: neither running nor ended; cancelled after "
                 f"{stalled_timeout_s:.0f}s"), False
     if info.status == JobStatus.QUEUED and seconds >= queued_warning_s:
+        cluster = info.details.get("cluster")
         return (f"job {info.name} has been Queued for {seconds / 60:.0f} min: the cluster likely has no quota "
                 "for its VM size or cannot get low-priority nodes (preempted); check the compute's quota and "
-                "state in the Studio"), False
+                "state in the Studio" + (f"; the cluster reports: {cluster}" if cluster else "")), False
     return None, False
 
 

@@ -83,3 +83,26 @@ def test_rows_come_out_in_code_point_order_whatever_order_they_arrive_in(tmp_pat
     written = [row["image"] for row in _read(tmp_path / "predictions.csv")]
     assert written == in_item_order(names)
     assert written.index("\ufffd.jpg") < written.index("\U0001f600.jpg")
+
+
+def test_the_merge_step_reads_every_file_of_the_rows_folder_the_runtime_wrote(tmp_path):
+    """As the Azure ML step runs it: `--rows` is the mounted rows folder, holding the file the parallel runtime
+    named itself (and, after a node restart, more than one)."""
+    import subprocess
+    import sys
+
+    images = tmp_path / "202610"
+    images.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (images / name).write_bytes(b"x")
+    rows = tmp_path / "rows"
+    (rows / "node-1").mkdir(parents=True)
+    (rows / "parallel_run_step.txt").write_text(
+        scored_row("a.jpg", "circle", 0.5, model_name="m", model_version="1", month="202610") + "\n", "utf-8")
+    (rows / "node-1" / "parallel_run_step.txt").write_text(error_row("b.jpg", "corrupt", "bad") + "\n", "utf-8")
+    result = subprocess.run([sys.executable, "-m", "scoring.merge", "--rows", str(rows), "--input_root", str(images),
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "merged 3 inputs: 1 scored, 2 errors"
+    assert [(r["image"], r["error_type"]) for r in _read(tmp_path / "out" / "errors.csv")] == [
+        ("b.jpg", "corrupt"), ("c.jpg", "mini_batch_failed")]

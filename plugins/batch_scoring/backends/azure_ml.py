@@ -61,8 +61,10 @@ SCORING_PACKAGE = Path(importlib.util.find_spec("scoring").origin).parent
 # The job environment's one home: image and conda file (README, "The job environment").
 ENVIRONMENT_FILE = SCORING_PACKAGE / "environment" / "environment.yml"
 RESULTS_OUTPUT = "results"
-# Where the scoring step appends its rows: one named file per step job, in the workspace's default datastore.
-ROWS_OUTPUT_PATH = "azureml://datastores/${{default_datastore}}/paths/${{name}}/rows.jsonl"
+# Where the scoring step appends its rows: a folder per step job in the workspace's default datastore, where the
+# parallel runtime creates its one file of appended rows (azure-ai-ml: "one unique file which is created in the
+# output location"); the merge reads every file in it, whatever the runtime names it.
+ROWS_OUTPUT_PATH = "azureml://datastores/${{default_datastore}}/paths/${{name}}/rows/"
 
 
 def stage_code(destination: Path) -> Path:
@@ -145,7 +147,7 @@ def build_pipeline_job(spec: ScoringJobSpec, *, code_dir: Path, environment: Any
             "images": Input(type=AssetTypes.URI_FOLDER, mode=InputOutputModes.RO_MOUNT),
             "model": Input(type=AssetTypes.CUSTOM_MODEL, mode=InputOutputModes.DOWNLOAD),
         },
-        outputs={"rows": Output(type=AssetTypes.URI_FILE)},
+        outputs={"rows": Output(type=AssetTypes.URI_FOLDER, mode=InputOutputModes.RW_MOUNT)},
         input_data="${{inputs.images}}",
         **parallel_settings(settings),
         task=RunFunction(
@@ -169,7 +171,7 @@ def build_pipeline_job(spec: ScoringJobSpec, *, code_dir: Path, environment: Any
             f"--out ${{{{outputs.{RESULTS_OUTPUT}}}}} --error_threshold {settings.error_threshold}"
         ),
         inputs={
-            "rows": Input(type=AssetTypes.URI_FILE),
+            "rows": Input(type=AssetTypes.URI_FOLDER, mode=InputOutputModes.RO_MOUNT),
             "images": Input(type=AssetTypes.URI_FOLDER, mode=InputOutputModes.RO_MOUNT),
         },
         # Upload mode: the merge writes to local disk and its renames stay local (a rename on a mounted blob
@@ -181,7 +183,7 @@ def build_pipeline_job(spec: ScoringJobSpec, *, code_dir: Path, environment: Any
     @dsl.pipeline(name="monthly_batch_scoring", description=f"Score images of {spec.month}", default_compute=spec.compute)
     def monthly_scoring(images, model):
         scored = score(images=images, model=model)
-        scored.outputs.rows.path = ROWS_OUTPUT_PATH  # a named file, as every append_row example gives it
+        scored.outputs.rows.path = ROWS_OUTPUT_PATH  # an explicit datastore path, as the append_row examples give
         merged = merge(rows=scored.outputs.rows, images=images)
         return {RESULTS_OUTPUT: merged.outputs[RESULTS_OUTPUT]}
 
@@ -324,7 +326,33 @@ class AzureMLBackend:
         except ResourceNotFoundError:
             raise BackendError(f"no job named {name!r} in the workspace") from None
         error = self._job_error(name) if job.status == JobStatus.FAILED else None
-        return _job_info(job, error)
+        info = _job_info(job, error)
+        if info.status == JobStatus.QUEUED and (cluster := self._cluster_state(_job_compute(job))):
+            info.details["cluster"] = cluster
+        return info
+
+    def _cluster_state(self, compute_name: str | None) -> str | None:
+        """A queued job's cluster as the service reports its node allocation: state, nodes, and the allocation
+        errors (missing quota, no low-priority capacity), which the SDK's AmlCompute entity drops, so they are
+        read from the REST object."""
+        if not compute_name:
+            return None
+        try:
+            rest = self.client.compute._operation.get(self.client.resource_group_name, self.client.workspace_name,
+                                                      compute_name)
+            aml = getattr(getattr(rest, "properties", None), "properties", None)
+        except Exception:  # noqa: BLE001 - the cluster's state is a courtesy in a warning
+            return None
+        if aml is None:
+            return None
+        parts = [f"{compute_name} allocation {_plain(getattr(aml, 'allocation_state', None)) or 'unknown'}, "
+                 f"{getattr(aml, 'current_node_count', None) or 0} of {getattr(aml, 'target_node_count', None) or 0}"
+                 " target nodes"]
+        for each in getattr(aml, "errors", None) or []:
+            detail = getattr(each, "error", None)
+            if detail is not None:
+                parts.append(" ".join(f"{getattr(detail, 'code', None)}: {getattr(detail, 'message', None)}".split()))
+        return "; ".join(parts)[:600]
 
     def job_attempts(self, base_name: str) -> list[JobInfo]:
         """`base`, `base-r1`, `base-r2`… as far as they exist: probing names beats listing a workspace's jobs."""
@@ -421,6 +449,12 @@ def _compute_summary(compute) -> dict[str, Any]:
             "min_instances": getattr(compute, "min_instances", None),
             "max_instances": getattr(compute, "max_instances", None), "tier": getattr(compute, "tier", None),
             "provisioning_state": _plain(getattr(compute, "provisioning_state", None))}
+
+
+def _job_compute(job) -> str | None:
+    """The compute a pipeline job runs on (its default compute, an ARM id or a name), by name."""
+    compute = getattr(job, "compute", None) or getattr(getattr(job, "settings", None), "default_compute", None)
+    return str(compute).rstrip("/").rsplit("/", 1)[-1] if compute else None
 
 
 def _job_info(job, error: str | None = None) -> JobInfo:

@@ -43,9 +43,8 @@ def test_the_parallel_step_carries_every_job_setting(job):
     assert step["mini_batch_error_threshold"] == 3
     # The service counts a lost mini-batch as all its files: the merge judges error_threshold per file instead.
     assert step["error_threshold"] == -1
-    assert step["outputs"]["rows"]["path"] == ("azureml://datastores/${{default_datastore}}/paths/${{name}}/"
-                                               "rows.jsonl")
-    assert step["outputs"]["rows"]["type"] == "uri_file"
+    assert step["outputs"]["rows"]["path"] == "azureml://datastores/${{default_datastore}}/paths/${{name}}/rows/"
+    assert step["outputs"]["rows"]["type"] == "uri_folder"
     assert step["retry_settings"] == {"max_retries": 4, "timeout": 90}
     assert step["resources"]["instance_count"] == 2
     assert step["max_concurrency_per_instance"] == 3

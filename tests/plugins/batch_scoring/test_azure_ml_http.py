@@ -249,10 +249,14 @@ def test_a_submission_uploads_the_code_builds_the_environment_and_creates_the_pi
     assert "--device cuda" in task["program_arguments"]  # the T4 cluster's size resolved `auto`
     # error_threshold is the merge's, per file: the service would count a lost mini-batch as all of its files.
     assert (components["parallel"]["error_threshold"], components["parallel"]["mini_batch_error_threshold"]) == (-1, 3)
-    # The rows file has a path of its own, as in every append_row example, and the merge reads that output.
-    assert score["outputs"]["rows"] == {"uri": "azureml://datastores/${{default_datastore}}/paths/${{name}}/rows.jsonl",
-                                        "job_output_type": "uri_file"}
+    # The rows are a folder at a datastore path of their own, where the runtime creates its appended-rows file; the
+    # merge mounts that folder and reads every file in it.
+    assert score["outputs"]["rows"] == {"uri": "azureml://datastores/${{default_datastore}}/paths/${{name}}/rows/",
+                                        "job_output_type": "uri_folder", "mode": "ReadWriteMount"}
     assert properties["jobs"]["merged"]["inputs"]["rows"]["value"] == "${{parent.jobs.score_images.outputs.rows}}"
+    merge_inputs = components["command"]["inputs"]
+    assert (merge_inputs["rows"]["type"], merge_inputs["images"]["type"]) == ("uri_folder", "uri_folder")
+    assert components["parallel"]["outputs"]["rows"]["type"] == "uri_folder"
 
     [(_, environment)] = {path: body for path, body in _put(workspace, "/environments/")}.items()
     declared = yaml.safe_load(ENVIRONMENT_FILE.read_text())
@@ -339,3 +343,115 @@ def test_outputs_of_a_job_that_has_not_completed_are_not_asked_for(workspace, fi
     with pytest.raises(BackendError, match="job 'm' is Running, not Completed: it has no outputs to download"):
         finished.download_outputs("m", tmp_path)
     assert not any("/history/" in path for _, path, _ in workspace.requests)
+
+
+def test_a_failed_pipelines_reason_is_its_failed_steps_own_error_with_the_step_named(workspace, backend):
+    workspace.add_job("m", "Failed")
+    workspace.run_errors["m"] = {"code": "UserError", "message": "Pipeline has failed child jobs. Failed nodes: "
+                                                                "/merged."}
+    workspace.add_step("m", "m-score", "Completed", display_name="score images 202610")
+    workspace.add_step("m", "m-merge", "Failed", display_name="merge rows 202610",
+                       error={"code": "UserError", "message": "merge failed: 64 of 900 items failed,\n above "
+                                                              "error_threshold=50; nothing was written"})
+    assert backend.get_job("m").error == ("step merge rows 202610 failed: UserError: merge failed: 64 of 900 items "
+                                          "failed, above error_threshold=50; nothing was written")
+    assert ("GET", f"{HISTORY}/runs/m/children", None) in workspace.requests
+
+
+def test_a_failed_pipeline_without_a_failed_step_keeps_its_own_reason(workspace, backend):
+    workspace.add_job("m", "Failed")
+    workspace.run_errors["m"] = {"code": "ServiceError", "message": "the compute was deleted"}
+    workspace.add_step("m", "m-score", "Canceled", display_name="score images 202610")
+    assert backend.get_job("m").error == "ServiceError: the compute was deleted"
+
+
+def test_a_cancelled_attempt_that_stays_cancel_requested_is_waited_for_before_the_next_one(
+        workspace, submitting, monkeypatch, caplog):
+    """The cancel operation answers done while the job reads CancelRequested for several more polls: the next
+    attempt is submitted only once it reads Canceled, and never reattaches to the ending job."""
+    import logging
+
+    import batch_scoring.attempts as attempts
+    from batch_scoring.attempts import ensure_job
+
+    monkeypatch.setattr(attempts, "ENDING_POLL_S", 0.01)
+    hook, _credential = submitting
+    base = SUBMIT_SPEC.name
+    workspace.add_job(base, "NotResponding", tags=dict(SUBMIT_SPEC.tags))
+    workspace.cancel_lingers[base] = 3
+    job = ensure_job(hook, SUBMIT_SPEC, logging.getLogger("test"))
+    assert job.name == f"{base}-r1"
+    assert workspace.jobs[base]["properties"]["status"] == "Canceled"
+    reads = [index for index, (method, path, _) in enumerate(workspace.requests)
+             if method == "GET" and path == f"{WS}/jobs/{base}"]
+    [submitted] = [index for index, (method, path, _) in enumerate(workspace.requests)
+                   if method == "PUT" and path == f"{WS}/jobs/{base}-r1"]
+    assert workspace.cancel_lingers[base] < 0 and max(reads) < submitted  # read Canceled, then submitted
+    assert f"job {base} is CancelRequested; waiting for it to end before the next attempt" in caplog.text
+
+
+def test_a_long_queue_is_reported_with_the_clusters_allocation_errors(workspace, backend):
+    """Missing quota: the cluster provisioned Succeeded (0 minimum nodes), the job sits Queued, and only the
+    cluster's node allocation says why; the wait's warning carries it."""
+    import time
+
+    from batch_scoring.job_watch import JobWatch
+
+    workspace.add_compute("gpu-cluster", allocation={
+        "allocationState": "Resizing", "currentNodeCount": 0, "targetNodeCount": 1,
+        "errors": [{"error": {"code": "ClusterCoreQuotaReached", "message": "Operation results in exceeding quota "
+                                                                           "limits of Total Cluster Dedicated Regional "
+                                                                           "vCPUs. Maximum allowed: 0"}}]})
+    workspace.add_job("m", "Queued", settings={"default_compute": f"{WS}/computes/gpu-cluster"})
+    info = backend.get_job("m")
+    assert info.details["cluster"] == ("gpu-cluster allocation Resizing, 0 of 1 target nodes; "
+                                       "ClusterCoreQuotaReached: Operation results in exceeding quota limits of "
+                                       "Total Cluster Dedicated Regional vCPUs. Maximum allowed: 0")
+    watch = JobWatch("m", end_time=time.time() + 3600, poll_interval=60, started=time.monotonic(),
+                     queued_warning_s=0)
+    verdict = watch.after(info, now=time.time(), monotonic=time.monotonic())
+    assert verdict.event is None and verdict.warning.startswith("job m has been Queued for 0 min: the cluster ")
+    assert verdict.warning.endswith("; the cluster reports: " + info.details["cluster"])
+
+
+def test_a_running_job_costs_no_look_at_its_cluster(workspace, backend):
+    workspace.add_compute("gpu-cluster")
+    workspace.add_job("m", "Running", settings={"default_compute": f"{WS}/computes/gpu-cluster"})
+    assert "cluster" not in backend.get_job("m").details
+    assert not any(path.endswith("/computes/gpu-cluster") for _method, path, _ in workspace.requests)
+
+
+# The model check before any compute: the registered model downloaded from the datastore (Azurite) and read.
+
+def test_a_registered_model_folder_is_downloaded_and_described(workspace, finished, model_dir):
+    files = {path.name: path.read_bytes() for path in sorted(model_dir.iterdir()) if path.is_file()}
+    workspace.add_model("shapes-classifier", "3", files)
+    description = finished.describe_model("shapes-classifier", "3")
+    assert (description.name, description.version, description.format) == ("shapes-classifier", "3",
+                                                                            "state_dict")
+    from scoring.model import read_metadata
+
+    assert description.file == "weights.pt" and description.labels == len(read_metadata(model_dir).labels)
+    assert ("POST", f"{WS}/datastores/{DATASTORE}/listSecrets") in {(m, p) for m, p, _ in workspace.requests}
+
+
+def test_a_registered_program_file_is_described_without_running_its_code(workspace, finished, tmp_path):
+    from custom_models import save_program, trained_like
+
+    program = save_program(trained_like(), tmp_path / "model.pt2")
+    workspace.add_model("own-net", "1", {"model.pt2": program.read_bytes()})
+    description = finished.describe_model("own-net", "1")
+    assert (description.format, description.file, description.labels) == ("torch_export", "model.pt2", None)
+
+
+def test_a_registered_pickled_model_is_refused_in_one_line_naming_the_import(workspace, finished, tmp_path):
+    from batch_scoring.backends.base import ModelRefused
+    from custom_models import save_pickled, trained_like
+
+    pickled = save_pickled(trained_like(), tmp_path / "model.pt")
+    workspace.add_model("legacy", "2", {"model.pt": pickled.read_bytes()})
+    with pytest.raises(ModelRefused) as caught:
+        finished.describe_model("legacy", "2")
+    message = str(caught.value)
+    assert message.startswith("model legacy:2: ") and "\n" not in message
+    assert "python -m scoring import-model" in message
