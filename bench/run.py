@@ -311,7 +311,8 @@ def main() -> int:
     decode = decode_img_s(files, model_dir)
     print(f"decode: {decode:.1f} img/s ({1000 * _cpus() / decode:.2f} ms of one core per image)",
           flush=True)
-    forward = forward_img_s(model_dir, device, precision, settings["batch_size"], args.images)
+    # The forward ceiling at the best batch for the device, whichever flags the pipeline runs with.
+    forward = forward_img_s(model_dir, device, precision, best_settings(device, precision)["batch_size"], args.images)
     print(f"forward: {forward:.1f} img/s", flush=True)
     ceiling = min(decode, forward) if device == "cuda" else 1.0 / (1.0 / decode + 1.0 / forward)
     pipeline, _rss, counts = run_pipeline(small, model_dir, {**settings, "decoder": "pillow"})

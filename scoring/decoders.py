@@ -146,14 +146,16 @@ def measure_rates(pillow: PillowDecoding, device: torch.device, *, threads: int,
         pillow_rate = max(1, threads) * PROBE_IMAGES / (time.perf_counter() - started)
         batched = JpegBatchDecoder(pillow.preprocess, device, max_pixels=pillow.max_pixels, min_side=pillow.min_side,
                                    pillow=pillow.pixels)
-        _synchronize(device, batched.decode(paths[:2]))
+        batched.decode(paths[:2])  # warm-up: nvJPEG handles, kernels
+        _synchronize(device)
         started = time.perf_counter()
-        _synchronize(device, batched.decode(paths))
+        batched.decode(paths)
+        _synchronize(device)
         batched_rate = PROBE_IMAGES / (time.perf_counter() - started) / max(1, workers)
     return DecodeRates(pillow=pillow_rate, batched=batched_rate)
 
 
-def _synchronize(device: torch.device, _outcomes) -> None:
+def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
