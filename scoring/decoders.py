@@ -29,9 +29,9 @@ from PIL import Image
 
 from scoring.image_decode import ImageDecodeError, Preprocessor, decode_image
 from scoring.jpeg_decode import JpegBatchDecoder
-from scoring.job_settings import AUTO
+from scoring.job_settings import AUTO, DECODERS
 
-PILLOW, BATCHED = "pillow", "torchvision"
+_, PILLOW, BATCHED = DECODERS  # the setting's choices: auto, pillow, torchvision
 # The batched path must beat Pillow by this much to be chosen: a probe is a few images, and a tie is not worth
 # the GPU memory and the second code path.
 MARGIN = 1.2
@@ -41,8 +41,6 @@ PROBE_IMAGES = 16
 
 class PillowDecoding:
     """Each file through Pillow on the CPU: inline (`threads=0`) or in a thread pool."""
-
-    name = PILLOW
 
     def __init__(self, preprocess: Preprocessor, *, max_pixels: int, min_side: int, threads: int = 0):
         self.preprocess, self.max_pixels, self.min_side = preprocess, max_pixels, min_side
@@ -66,8 +64,6 @@ class PillowDecoding:
 
 class BatchedDecoding:
     """JPEGs decoded in chunks of `chunk` on `device`, one chunk ahead, everything else through `pillow`."""
-
-    name = BATCHED
 
     def __init__(self, pillow: PillowDecoding, device: torch.device, *, chunk: int):
         self.decoder = JpegBatchDecoder(pillow.preprocess, device, max_pixels=pillow.max_pixels,

@@ -62,6 +62,7 @@ class Profile:
     torch_threads: int = 1
     # Batches staged in page-locked memory on CUDA, so that their copy to the GPU overlaps the decoding.
     pin_memory: bool = False
+    workers: int = 1  # worker processes sharing the node (its cores, its GPU)
 
     def describe(self, *, reasons: bool = True) -> str:
         batch = "fitted to GPU memory" if self.batch_size == FIT_GPU else str(self.batch_size)
@@ -111,7 +112,7 @@ def resolve(requested: JobSettings, capabilities: Capabilities, agreement: Mappi
     return Profile(device=device, precision=precision, channels_last=requested.channels_last != "off",
                    batch_size=batch_size, decode_threads=decode_threads, compile=requested.compile,
                    decoder=requested.decoder, reasons=tuple(reasons), torch_threads=max(1, capabilities.cpus // workers),
-                   pin_memory=device == "cuda")
+                   pin_memory=device == "cuda", workers=workers)
 
 
 def usable_cores() -> int:

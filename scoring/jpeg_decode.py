@@ -38,9 +38,9 @@ _HEADER_BYTES = 1 << 16
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision.io.image")
 
 # Why a file went to Pillow, as the worker's log counts them.
-NOT_JPEG, COLOUR, ROTATED, NO_END, BAD_HEADER, REFUSED = (
+NOT_JPEG, COLOUR, ROTATED, NO_END, BAD_HEADER, TOO_LARGE, REFUSED = (
     "not a JPEG", "CMYK/YCCK colour", "EXIF-rotated", "no end marker (truncated?)", "header not readable",
-    "refused by decode_jpeg")
+    "size refused (pixel limit or zero side)", "refused by decode_jpeg")
 
 
 class JpegBatchDecoder:
@@ -101,7 +101,7 @@ class JpegBatchDecoder:
                     return None, ROTATED
                 check_pixel_budget(*header.size, self.max_pixels, self.min_side)
         except ImageDecodeError:
-            return None, BAD_HEADER
+            return None, TOO_LARGE
         except Exception:  # noqa: BLE001 - whatever Pillow's header parser raises, Pillow's full path names it
             return None, BAD_HEADER
         return torch.frombuffer(bytearray(data), dtype=torch.uint8), ""

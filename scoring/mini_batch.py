@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -66,7 +66,7 @@ class MiniBatchScorer:
         self.input_root = input_root
         self._sample_logged = False
         self.batch_size = self.profile.batch_size
-        workers = settings.max_concurrency_per_instance or capabilities.cpus
+        workers = self.profile.workers
         if loaded.fixed_batch:
             self.batch_size = loaded.fixed_batch  # what the program runs at; a smaller last batch is padded
         elif self.batch_size == FIT_GPU:
@@ -96,7 +96,8 @@ class MiniBatchScorer:
         pending_ids: list[str] = []
         pending_tensors = []
         placed = self._place(files)
-        for (_path, item), outcome in zip(placed, self._decoded([path for path, _item in placed])):
+        # In input order, decoded ahead while the forwards run.
+        for (_path, item), outcome in zip(placed, self.decoding.outcomes([path for path, _item in placed])):
             if isinstance(outcome, ImageDecodeError):
                 rows.append(error_row(item, outcome.error_type, outcome.message))
                 continue
@@ -134,10 +135,6 @@ class MiniBatchScorer:
             if is_input(item):
                 placed.append((path, item))
         return placed
-
-    def _decoded(self, files: Sequence[str]) -> Iterator:
-        # In input order, decoded ahead while the caller runs forwards.
-        return self.decoding.outcomes(files)
 
     def _forward(self, ids: list[str], tensors: list) -> list[str]:
         # uint8 crosses to the device (a quarter of float32's bytes); normalising happens there.

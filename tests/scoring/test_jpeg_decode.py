@@ -100,6 +100,7 @@ def test_a_file_above_the_pixel_limit_is_refused_as_pillow_refuses_it(tmp_path):
     pillow, batched = _decoders(max_pixels=500_000)
     [outcome] = batched.decode(paths)
     assert isinstance(outcome, ImageDecodeError) and outcome.error_type == "too_large"
+    assert batched.fallbacks == {jpeg_decode.TOO_LARGE: 1}
     assert outcome.message == pillow.pixels(paths[0]).message
 
 

@@ -349,9 +349,8 @@ class AzureMLBackend:
                  f"{getattr(aml, 'current_node_count', None) or 0} of {getattr(aml, 'target_node_count', None) or 0}"
                  " target nodes"]
         for each in getattr(aml, "errors", None) or []:
-            detail = getattr(each, "error", None)
-            if detail is not None:
-                parts.append(" ".join(f"{getattr(detail, 'code', None)}: {getattr(detail, 'message', None)}".split()))
+            if (detail := getattr(each, "error", None)) is not None:
+                parts.append(_error_line(detail))
         return "; ".join(parts)[:600]
 
     def job_attempts(self, base_name: str) -> list[JobInfo]:
@@ -404,7 +403,7 @@ class AzureMLBackend:
         try:
             details = self.client.jobs._runs_operations.get_run_details(name)
             error = details.error.error if details.error else None
-            return " ".join(f"{error.code}: {error.message}".split()) if error else None
+            return _error_line(error) if error else None
         except Exception:  # noqa: BLE001 - the error text is a courtesy; the status is what counts
             return None
 
@@ -449,6 +448,11 @@ def _compute_summary(compute) -> dict[str, Any]:
             "min_instances": getattr(compute, "min_instances", None),
             "max_instances": getattr(compute, "max_instances", None), "tier": getattr(compute, "tier", None),
             "provisioning_state": _plain(getattr(compute, "provisioning_state", None))}
+
+
+def _error_line(error) -> str:
+    """A service error (code and message, as run details and compute allocation errors carry them) on one line."""
+    return " ".join(f"{getattr(error, 'code', None)}: {getattr(error, 'message', None)}".split())
 
 
 def _job_compute(job) -> str | None:
