@@ -1,26 +1,28 @@
 #!/usr/bin/env bash
-# The GPU check of the scoring step, as one run on a CUDA host whose python3 has torch and torchvision
-# (no Airflow, no Azure SDK, no Azurite there: dag_job_img_s is measured on CPU hosts only).
+# The GPU checks of the scoring step, as one run of about 6 to 8 minutes on a CUDA host whose python3 has torch,
+# torchvision, Pillow, numpy, pandas, psutil and pytest (no Airflow, no Azure SDK, no Azurite needed there).
 # Usage: bench/gpu.sh <output folder>
+#   1. the batched-decoding tests on CUDA tensors (nvJPEG, the decode stream, the fallbacks, the error rows);
+#   2. bench.gpu_node: the Standard_NC4as_T4_v3 node's figures on 4 cores (results-gpu-node.json, rewritten
+#      after every figure, so a run cut short keeps what it measured);
+#   3. a job that asks for CUDA where none is visible fails at init() in one line.
 set -uo pipefail
 out=${1:?output folder}
+mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 python3 -c "import torch, torchvision, os; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cpus', os.cpu_count())" | tee -a "$out/gpu.txt"
-echo "== bench, ResNet-50"
-timeout 420 python3 -m bench.run --model resnet50 --images 2000 --rss-images 1000 --large 4000 --naive-images 200 \
-    --out "$out/results-gpu.json" 2>&1 | tee "$out/bench-gpu.log" | grep -v "^\s*$" | tail -25
-echo "== nvJPEG decode on the GPU"
-timeout 60 python3 -m bench.gpu_decode --images 2000 | tee "$out/gpu-decode.json"
+status=0
+echo "== the batched decoding tests on CUDA tensors"
+SCORING_TEST_DEVICE=cuda timeout 240 python3 -m pytest -q -p no:cacheprovider tests/scoring/test_jpeg_decode.py \
+    tests/scoring/test_decoders.py tests/scoring/test_cli.py -k "jpeg or decod" > "$out/tests-cuda.log" 2>&1 || status=1
+tail -15 "$out/tests-cuda.log"
+echo "== a Standard_NC4as_T4_v3 node (4 vCPUs) stood for by 4 cores: ResNet-18 and ResNet-50, CPU vs GPU decoding"
+timeout 420 python3 -m bench.gpu_node --cores 4 --images 20000 --models resnet18 resnet50 \
+    --out "$out/results-gpu-node.json" > "$out/gpu-node.log" 2>&1 || status=1
+grep -v '^{' "$out/gpu-node.log" | tail -20
 echo "== a job that asks for CUDA where none is visible fails at init() in one line"
 mkdir -p /tmp/one && python3 -c "from PIL import Image; Image.new('RGB', (64, 64)).save('/tmp/one/a.jpg')"
-CUDA_VISIBLE_DEVICES= timeout 120 python3 -m scoring score --input /tmp/one --model .state/bench/model-resnet50-cuda \
+CUDA_VISIBLE_DEVICES= timeout 60 python3 -m scoring score --input /tmp/one --model .state/bench/model-resnet18-cuda \
     --out /tmp/one-out --device cuda 2>&1 | tail -1 | tee "$out/no-gpu.txt"
-echo "== a Standard_NC4as_T4_v3 node (4 vCPUs) stood for by 4 cores: the job's defaults for 4 vCPUs, CPU vs GPU decoding"
-# pipeline_img_s decodes with Pillow, pipeline_batched_decode_img_s with nvJPEG; decode_img_s is the 4-core CPU wall,
-# forward_img_s the GPU forward ceiling (auto precision, channels-last), gpu_decode_img_s decode + resize alone.
-for model in resnet18 resnet50; do
-    taskset -c 0-3 timeout 1800 python3 -m bench.run --model "$model" --settings defaults --images 20000 \
-        --rss-images 1000 --large 2000 --naive-images 100 --validation-rows 1000 --flat-small 1000 --flat-large 2000 \
-        --out "$out/results-gpu-4core-$model.json" 2>&1 | tee "$out/bench-4core-$model.log" | tail -3
-done
+exit $status

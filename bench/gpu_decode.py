@@ -15,7 +15,8 @@ from bench.dataset import ensure_images
 from bench.run import IMAGENET, STATE
 
 
-def gpu_decode_img_s(files: list[Path], batch: int = 64) -> float:
+def gpu_decode_img_s(files: list[Path], batch: int = 64, device: str = "cuda") -> float:
+    """decode_jpeg + resize + crop on `device` alone (CPU: a dry run of the same code)."""
     import torch
     from torchvision.io import decode_jpeg, read_file
     from torchvision.transforms import v2
@@ -25,9 +26,10 @@ def gpu_decode_img_s(files: list[Path], batch: int = 64) -> float:
 
     def run() -> None:
         for start in range(0, len(data), batch):
-            images = decode_jpeg(data[start:start + batch], device="cuda")
+            images = decode_jpeg(data[start:start + batch], device=device)
             torch.stack([resize(image) for image in images])
-        torch.cuda.synchronize()
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     run()  # warm-up: nvJPEG handles, kernels
     started = time.perf_counter()

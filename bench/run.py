@@ -62,17 +62,13 @@ def bench_model(state: Path, architecture: str, device: str, weights_from: Path 
     """
     import torch
 
-    from devstack.train_model import ensure_registered, record_demo_month_agreement
+    from devstack.train_model import DEMO_REGISTRY, MODEL_NAME, MODEL_VERSION, ensure_registered, record_demo_month_agreement
     from scoring.model import METADATA_FILE, ModelMetadata, Preprocessing, build_model, read_metadata, save_model_folder
 
     folder = state / f"model-{architecture}-{device}"
     if not (folder / METADATA_FILE).is_file():
         if architecture == "resnet18":
-            demo = weights_from
-            if demo is None:
-                from devstack.demo import MODEL_NAME, MODEL_VERSION, STATE as DEMO_STATE
-
-                demo = ensure_registered(DEMO_STATE / "localml" / "models", MODEL_NAME, MODEL_VERSION)
+            demo = weights_from or ensure_registered(DEMO_REGISTRY, MODEL_NAME, MODEL_VERSION)
             labels = read_metadata(demo).labels
             model = build_model(architecture, len(labels))
             model.load_state_dict(torch.load(demo / "weights.pt", map_location="cpu", weights_only=True))

@@ -29,13 +29,12 @@ from azure.storage.blob import BlobServiceClient
 from devstack import azurite as azurite_service
 from devstack.airflow_env import DEFAULT_API_URL, PROJECT_ROOT, airflow_env
 from devstack.sample_month import write_month
-from devstack.train_model import ensure_registered
+from devstack.train_model import DEMO_REGISTRY, MODEL_NAME, MODEL_VERSION, ensure_registered
 from scoring.items import MONTH_MARKER
 from scoring.month import validate_month
 
 log = logging.getLogger("demo")
 DAG_ID = "monthly_batch_scoring"
-MODEL_NAME, MODEL_VERSION = "shapes-classifier", "1"
 MIN_ACCURACY = 0.90  # the demo model must reach this on the demo month, or the demo fails
 STATE = PROJECT_ROOT / ".state"
 AIRFLOW_HOME = PROJECT_ROOT / ".airflow"
@@ -126,7 +125,7 @@ def prepare(client: BlobServiceClient, azurite: azurite_service.Azurite, month: 
     uploaded = upload_month(client, images, month)
     log.info("uploaded %d new or changed files from %s to images/%s/ in Azurite", uploaded, images, month)
     if demo_model:
-        ensure_registered(STATE / "localml" / "models", MODEL_NAME, MODEL_VERSION)
+        ensure_registered(DEMO_REGISTRY, MODEL_NAME, MODEL_VERSION)
     # make demo runs `airflow dags test` (SQLite), make airflow the scheduler (PostgreSQL): only the scheduler
     # can run the DAG's Deadline Alert (see `airflow_env`).
     env = airflow_env(azurite, state_dir=STATE, airflow_home=AIRFLOW_HOME, api_url=api_url, database_url=database_url,

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from azure.storage.blob import BlobServiceClient
 
-from devstack.demo import MODEL_NAME, MODEL_VERSION, upload_month
+from devstack.demo import upload_month
 from devstack.sample_month import write_month
-from devstack.train_model import ensure_registered
+from devstack.train_model import MODEL_NAME, MODEL_VERSION, ensure_registered
 
 
 def _connection_extra(variable: str) -> dict:

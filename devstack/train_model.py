@@ -24,6 +24,10 @@ from scoring.precision_check import record_agreement
 
 log = logging.getLogger(__name__)
 
+# The demo model, as `make demo` registers it in the local workspace (the bench reuses it; neither needs the
+# Azure or Airflow stack to find it, which a GPU host has not).
+MODEL_NAME, MODEL_VERSION = "shapes-classifier", "1"
+DEMO_REGISTRY = Path(__file__).resolve().parent.parent / ".state" / "localml" / "models"
 ARCHITECTURE = "resnet18"
 PREPROCESSING = Preprocessing(input_size=64, resize=64, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
+
+# Where the batched-decoding tests decode: the CPU in CI; `cuda` when bench/gpu.sh runs them on a GPU host.
+DECODE_DEVICE = os.environ.get("SCORING_TEST_DEVICE", "cpu")
 
 
 def running_azurite(tmp_path_factory, name: str):

@@ -40,3 +40,30 @@ def test_bench_reports_every_figure(tmp_path, model_dir):
     assert last_line["ceiling_img_s"] <= min(last_line["decode_img_s"], last_line["forward_img_s"])
     assert last_line["device"] and last_line["model"] == "resnet18"
     assert last_line["precision"] in ("bf16", "fp32") and last_line["images"] == 12
+
+
+def test_the_gpu_node_figures_run_as_a_dry_run_on_cpu(tmp_path, model_dir):
+    """bench.gpu_node's every step on the CPU (the GPU host's time is too short to find a broken script there),
+    pinned to one core as it pins a GPU host to the node's four."""
+    out = tmp_path / "node.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.gpu_node", "--device", "cpu", "--cores", "1", "--images", "10", "--unique", "5",
+         "--models", "resnet18", "--state", str(tmp_path / "state"), "--weights-from", str(model_dir),
+         "--out", str(out)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == figures
+    assert figures["node"].endswith("(taskset cores [0])")
+    assert figures["decode_img_s"] > 0 and figures["gpu_decode_img_s"] > 0
+    assert figures["pixel_difference"]["files"] == 5 == figures["pixel_difference"]["decoded_on_gpu"]
+    assert figures["auto_choice"]["decoder"] == "pillow" and figures["auto_choice"]["workers"] == 1
+    measured = figures["models"]["resnet18"]
+    assert set(measured["pipeline_img_s"]) == {"pillow", "torchvision", "auto"}
+    assert all(run == {"images": 10, "scored": 10, "seconds": run["seconds"]} for run in measured["runs"].values())
+    assert measured["forward_img_s"] > 0 and 0.9 <= measured["top1_agreement"] <= 1
+    verdict = figures["verdict"]["resnet18"]
+    target = min(2 * figures["decode_img_s"], 0.7 * measured["forward_img_s"])
+    assert verdict["target_img_s"] == round(target, 1)
+    assert verdict["target_met"] == (measured["pipeline_img_s"]["torchvision"] >= target)

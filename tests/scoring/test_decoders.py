@@ -6,7 +6,7 @@ import logging
 import pytest
 import torch
 
-from support import image_bytes
+from support import DECODE_DEVICE, image_bytes
 from scoring import decoders
 from scoring.decoders import BatchedDecoding, DecodeRates, PillowDecoding, choose, measure_rates
 from scoring.image_decode import ImageDecodeError, Preprocessor
@@ -42,7 +42,7 @@ def test_auto_on_cuda_follows_the_probe(rates, expected):
 
 def test_the_probe_measures_both_ways_on_this_node():
     pillow = PillowDecoding(Preprocessor(Preprocessing()), max_pixels=64_000_000, min_side=256)
-    rates = measure_rates(pillow, torch.device("cpu"), threads=0, workers=4)
+    rates = measure_rates(pillow, torch.device(DECODE_DEVICE), threads=0, workers=4)
     assert rates.pillow > 0 and rates.batched > 0
 
 
@@ -52,11 +52,16 @@ def test_batched_decoding_keeps_order_and_one_outcome_per_file_across_chunks(tmp
         data = image_bytes("JPEG", size=(60 + index * 9, 50)) if index % 3 else b"broken"
         (tmp_path / name).write_bytes(data)
     pillow = PillowDecoding(Preprocessor(Preprocessing()), max_pixels=64_000_000, min_side=256)
-    decoding = BatchedDecoding(pillow, torch.device("cpu"), chunk=3)
-    outcomes = list(decoding.outcomes([str(tmp_path / name) for name in names]))
+    decoding = BatchedDecoding(pillow, torch.device(DECODE_DEVICE), chunk=3)
+    paths = [str(tmp_path / name) for name in names]
+    outcomes = list(decoding.outcomes(paths))
     assert len(outcomes) == 8
     assert [isinstance(o, ImageDecodeError) for o in outcomes] == [index % 3 == 0 for index in range(8)]
     assert decoding.decoder.batched == 5
+    # Each chunk's pixels as decoding it alone gives them (on CUDA: read after the decode stream's work).
+    for path, outcome in zip(paths, outcomes):
+        if isinstance(outcome, torch.Tensor):
+            assert torch.equal(outcome.cpu(), decoding.decoder.decode([path])[0].cpu()), path
 
 
 def test_the_worker_log_names_the_decoder_and_why(tmp_path, model_dir, caplog):
@@ -66,17 +71,20 @@ def test_the_worker_log_names_the_decoder_and_why(tmp_path, model_dir, caplog):
                        "c.jpg": image_bytes("JPEG", size=(300, 200))[:300]}.items():
         (tmp_path / name).write_bytes(data)
     caplog.set_level(logging.INFO, logger="scoring.mini_batch")
-    settings = JobSettings(device="cpu", decoder="torchvision")
+    settings = JobSettings(device=DECODE_DEVICE, decoder="torchvision")
     scorer = MiniBatchScorer(model_dir=model_dir, stamp=Stamp("m", "1", "202610"), input_root=str(tmp_path),
                              settings=settings)
     rows = {row["image"]: row for row in map(json.loads, scorer.score(
         [str(tmp_path / name) for name in ("a.jpg", "b.png", "c.jpg")]))}
     assert "label" in rows["a.jpg"] and "label" in rows["b.png"] and rows["c.jpg"]["error_type"] == "truncated"
     lines = [record.getMessage() for record in caplog.records]
-    assert ("decoder: torchvision decode_jpeg on cpu (libjpeg-turbo) in batches of 32, one batch ahead; other "
+    library = "nvJPEG" if DECODE_DEVICE == "cuda" else "libjpeg-turbo"
+    assert DECODE_DEVICE == "cuda" or scorer.batch_size == 32  # on CUDA: fitted to the GPU's memory
+    batches = f"in batches of {scorer.batch_size}"
+    assert (f"decoder: torchvision decode_jpeg on {DECODE_DEVICE} ({library}) {batches}, one batch ahead; other "
             "files through Pillow (decoder torchvision as asked)") in lines
     assert any("decoder torchvision" in line for line in lines if line.startswith("scoring profile:"))
-    assert ("decoding so far: 1 of 3 files decoded by decode_jpeg on cpu; Pillow decoded the rest: "
+    assert (f"decoding so far: 1 of 3 files decoded by decode_jpeg on {DECODE_DEVICE}; Pillow decoded the rest: "
             "1 not a JPEG, 1 no end marker (truncated?)") in lines
 
 

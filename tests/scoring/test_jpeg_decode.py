@@ -1,5 +1,5 @@
-"""The batched JPEG path on CPU tensors: what it decodes itself, what it leaves to Pillow, and that a bad file costs
-one outcome with the error Pillow's path gives it."""
+"""The batched JPEG path (on CPU tensors in CI, on CUDA where bench/gpu.sh runs it): what it decodes itself, what it
+leaves to Pillow, and that a bad file costs one outcome with the error Pillow's path gives it."""
 
 import io
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from support import image_bytes
+from support import DECODE_DEVICE, image_bytes
 from scoring import jpeg_decode
 from scoring.decoders import PillowDecoding
 from scoring.image_decode import ImageDecodeError, Preprocessor
@@ -40,7 +40,7 @@ def _decoders(**pillow_options):
     preprocess = Preprocessor(PREPROCESSING)
     pillow = PillowDecoding(preprocess, max_pixels=pillow_options.get("max_pixels", 64_000_000),
                             min_side=PREPROCESSING.short_side)
-    batched = JpegBatchDecoder(preprocess, torch.device("cpu"), max_pixels=pillow.max_pixels,
+    batched = JpegBatchDecoder(preprocess, torch.device(DECODE_DEVICE), max_pixels=pillow.max_pixels,
                                min_side=pillow.min_side, pillow=pillow.pixels)
     return pillow, batched
 
@@ -60,9 +60,10 @@ def test_a_batch_of_mixed_sizes_is_decoded_by_decode_jpeg_close_to_pillow(tmp_pa
     assert batched.batched == len(paths) and not batched.fallbacks
     for path, pixels in zip(paths, decoded):
         assert pixels.shape == (3, 224, 224) and pixels.dtype == torch.uint8
+        assert pixels.device.type == DECODE_DEVICE
         reference = pillow.pixels(path)
         # Same pixels up to the decoders' rounding, and Pillow's reduced-scale decode of the large photo.
-        assert (pixels.float() - reference.float()).abs().mean() < 3.0, path
+        assert (pixels.cpu().float() - reference.float()).abs().mean() < 3.0, path
 
 
 @pytest.mark.parametrize("name, data, reason", [
@@ -75,7 +76,7 @@ def test_files_decode_jpeg_would_read_otherwise_than_pillow_go_to_pillow(tmp_pat
     pillow, batched = _decoders()
     decoded = batched.decode(paths)
     assert batched.fallbacks == {reason: 1} and batched.batched == 1
-    assert torch.equal(decoded[1], pillow.pixels(paths[1]))  # Pillow's own outcome, upright and in RGB
+    assert torch.equal(decoded[1].cpu(), pillow.pixels(paths[1]))  # Pillow's own outcome, upright and in RGB
 
 
 @pytest.mark.parametrize("name, data, error_type", [
@@ -123,6 +124,6 @@ def test_a_jpeg_the_batched_call_refuses_fails_only_itself(tmp_path, monkeypatch
     decoded = batched.decode(paths)
     assert calls == [3, 1, 1, 1]
     assert batched.batched == 2 and batched.fallbacks == {jpeg_decode.REFUSED: 1}
-    assert torch.equal(decoded[1], pillow.pixels(paths[1]))
-    assert "2 of 3 files decoded by decode_jpeg on cpu; Pillow decoded the rest: 1 refused by decode_jpeg" \
-        == batched.summary()
+    assert torch.equal(decoded[1].cpu(), pillow.pixels(paths[1]))
+    assert (f"2 of 3 files decoded by decode_jpeg on {DECODE_DEVICE}; Pillow decoded the rest: 1 refused by "
+            "decode_jpeg") == batched.summary()

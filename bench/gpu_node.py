@@ -1,0 +1,181 @@
+"""The GPU node's figures: a Standard_NC4as_T4_v3 node (one GPU, 4 vCPUs) stood for by 4 cores of a CUDA host.
+
+`python -m bench.gpu_node --out F` (bench/gpu.sh runs it) makes the bench images and models on every
+core, then pins itself and every process it starts to the first `--cores` cores, and measures:
+- decode_img_s: the CPU decode wall, the engine's Pillow decode + preprocessing, one process per core;
+- gpu_decode_img_s: decode_jpeg (nvJPEG) + resize + crop on the GPU alone, batches of 64;
+- pixel_difference: mean and largest absolute difference (0-255) between the GPU path's and Pillow's
+  crops of the same files (resize and IDCT differ slightly; recorded, not judged);
+- per model, forward_img_s: the GPU forward ceiling on ready tensors (the precision auto picks, fp16,
+  channels-last, batch 128, one process with every core's thread);
+- per model, pipeline_img_s by decoder: the CLI end to end on `--images` files with the job's defaults for
+  this node (a worker per core, decoding inline, batch fitted to the GPU) and `--decoder` pillow,
+  torchvision and auto; top1_agreement: the share of files with the same top-1 label, GPU-decoded vs
+  Pillow-decoded;
+- auto_choice: what `decoder=auto` picks here, by the probe a worker runs at init();
+- target_img_s = min(2 x decode_img_s, 0.7 x forward_img_s); target_met when the GPU-decoding pipeline
+  reaches it and, where auto picks GPU decoding, it is not slower than Pillow decoding.
+The JSON is rewritten after every figure, so a run cut short keeps what it measured. `--device cpu` runs
+the same steps on the CPU (decode_jpeg by libjpeg-turbo): the test that the script works before a GPU's time
+is spent on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from bench.dataset import ensure_images, linked_copies
+from bench.run import STATE, _agreement, bench_model, decode_img_s, forward_img_s, run_pipeline
+
+DECODERS = ("pillow", "torchvision", "auto")
+FORWARD_BATCH = 128
+DIFFERENCE_SAMPLE = 200  # files compared pixel by pixel
+
+
+def pin_to_cores(count: int) -> list[int]:
+    """This process, and every one it starts from now on, on its first `count` cores."""
+    cores = sorted(os.sched_getaffinity(0))[:count]
+    if len(cores) < count:
+        raise SystemExit(f"--cores {count}: this host offers only {len(cores)} cores")
+    os.sched_setaffinity(0, cores)
+    return cores
+
+
+def pixel_difference(files: list[Path], model_dir: Path, device: str) -> dict:
+    """The GPU path's crops against Pillow's, on the same files."""
+    import torch
+
+    from scoring.decoders import PillowDecoding
+    from scoring.image_decode import Preprocessor
+    from scoring.jpeg_decode import JpegBatchDecoder
+    from scoring.model import read_metadata
+
+    preprocessing = read_metadata(model_dir).preprocessing
+    pillow = PillowDecoding(Preprocessor(preprocessing), max_pixels=64_000_000, min_side=preprocessing.short_side)
+    batched = JpegBatchDecoder(pillow.preprocess, torch.device(device), max_pixels=pillow.max_pixels,
+                               min_side=pillow.min_side, pillow=pillow.pixels)
+    paths = [str(path) for path in files[:DIFFERENCE_SAMPLE]]
+    means, largest = [], 0
+    for path, decoded in zip(paths, batched.decode(paths)):
+        difference = (decoded.cpu().int() - pillow.pixels(path).int()).abs()
+        means.append(difference.float().mean().item())
+        largest = max(largest, int(difference.max()))
+    return {"files": len(paths), "mean_abs": round(sum(means) / len(means), 3), "max_abs": largest,
+            "decoded_on_gpu": batched.batched}
+
+
+def node_profile(model_dir: Path, device: str):
+    """The scoring profile a job with the default settings gets on this node (what auto picks, and the workers)."""
+    from scoring.device_profile import probe, resolve
+    from scoring.job_settings import JobSettings
+    from scoring.model import read_metadata
+
+    return resolve(JobSettings(device=device), probe(), read_metadata(model_dir).precision_agreement)
+
+
+def auto_choice(model_dir: Path, device: str) -> dict:
+    """What `decoder=auto` picks on this node, by the same probe as a worker's init() with the job's defaults."""
+    import torch
+
+    from scoring.decoders import PillowDecoding, choose, measure_rates
+    from scoring.image_decode import Preprocessor
+    from scoring.model import read_metadata
+
+    metadata = read_metadata(model_dir)
+    profile = node_profile(model_dir, device)
+    pillow = PillowDecoding(Preprocessor(metadata.preprocessing), max_pixels=64_000_000,
+                            min_side=metadata.preprocessing.short_side, threads=profile.decode_threads)
+    decoder, why = choose(profile.decoder, device, lambda: measure_rates(
+        pillow, torch.device(device), threads=profile.decode_threads, workers=profile.workers))
+    return {"decoder": decoder, "why": why, "workers": profile.workers, "profile": profile.describe(reasons=False)}
+
+
+def judge(figures: dict) -> dict:
+    """The target for each model, from the figures defined above."""
+    verdicts = {}
+    for model, measured in figures["models"].items():
+        pipelines = measured.get("pipeline_img_s", {})
+        if not {"pillow", "torchvision"} <= set(pipelines) or "forward_img_s" not in measured:
+            continue
+        target = min(2 * figures["decode_img_s"], 0.7 * measured["forward_img_s"])
+        gpu_reaches = pipelines["torchvision"] >= target
+        auto_gpu = figures.get("auto_choice", {}).get("decoder") == "torchvision"
+        never_slower = not auto_gpu or pipelines["torchvision"] >= pipelines["pillow"]
+        verdicts[model] = {"target_img_s": round(target, 1), "gpu_decoding_reaches_target": gpu_reaches,
+                           "auto_never_slower": never_slower, "target_met": gpu_reaches and never_slower}
+    return verdicts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu_node", description=__doc__.splitlines()[0])
+    parser.add_argument("--cores", type=int, default=4, help="the node's vCPUs, stood for by this host's first cores")
+    parser.add_argument("--images", type=int, default=20_000, help="files per pipeline run")
+    parser.add_argument("--unique", type=int, default=2_000, help="distinct images among them (the rest are links)")
+    parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50"])
+    parser.add_argument("--state", type=Path, default=STATE)
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: a dry run of every step")
+    parser.add_argument("--weights-from", type=Path, default=None, help="as for bench.run")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    import torch
+    import torchvision
+
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench.gpu_node needs a CUDA device (--device cpu for a dry run)")
+    started = time.perf_counter()
+    files = ensure_images(args.state / "images", args.unique)  # on every core: set-up, not measured
+    folder = linked_copies(files, args.state / f"images-x{args.images}", args.images)
+    model_dirs = {model: bench_model(args.state, model, device, args.weights_from) for model in args.models}
+    cores = pin_to_cores(args.cores)
+    figures: dict = {
+        "host": f"{torch.cuda.get_device_name() if device == 'cuda' else 'no GPU'}, {os.cpu_count()} CPU cores ({platform.processor() or 'x86-64'}); "
+                f"torch {torch.__version__}, torchvision {torchvision.__version__}",
+        "node": f"{args.cores} cores stand for a Standard_NC4as_T4_v3 node (taskset cores {cores})",
+        "images": args.images, "unique_images": args.unique, "models": {},
+        "device": device, "command": f"python -m bench.gpu_node --cores {args.cores} --images {args.images}",
+    }
+
+    def save(step: str, measured) -> None:
+        figures["seconds"] = round(time.perf_counter() - started, 1)
+        args.out.write_text(json.dumps({**figures, "verdict": judge(figures)}, indent=2) + "\n", encoding="utf-8")
+        print(f"{step}: {json.dumps(measured)} ({figures['seconds']} s)", flush=True)
+
+    first_model = model_dirs[args.models[0]]
+    figures["decode_img_s"] = round(decode_img_s(files, first_model), 1)
+    save("CPU decode wall, img/s", figures["decode_img_s"])
+    from bench.gpu_decode import gpu_decode_img_s
+
+    figures["gpu_decode_img_s"] = round(gpu_decode_img_s(files, device=device), 1)
+    figures["pixel_difference"] = pixel_difference(files, first_model, device)
+    figures["auto_choice"] = auto_choice(first_model, device)
+    save("decode + resize alone, pixel difference, auto", {key: figures[key] for key in (
+        "gpu_decode_img_s", "pixel_difference", "auto_choice")})
+    for model, model_dir in model_dirs.items():
+        measured = figures["models"].setdefault(model, {"pipeline_img_s": {}, "runs": {}})
+        precision = node_profile(model_dir, device).precision
+        measured["forward_precision"] = precision
+        measured["forward_img_s"] = round(forward_img_s(model_dir, device, precision, FORWARD_BATCH, args.images), 1)
+        save(f"{model} forward ceiling, img/s", measured["forward_img_s"])
+        labels = {}
+        for decoder in DECODERS:
+            rate, _rss, counts = run_pipeline(folder, model_dir, {"device": device, "decoder": decoder})
+            labels[decoder] = counts.pop("labels")
+            measured["pipeline_img_s"][decoder] = round(rate, 1)
+            measured["runs"][decoder] = counts
+            save(f"{model} pipeline, decoder {decoder}", {"img_s": measured["pipeline_img_s"][decoder], **counts})
+        measured["top1_agreement"] = round(_agreement(labels["pillow"], labels["torchvision"]), 4)
+        save(f"{model} top-1 agreement, GPU vs Pillow decoding", measured["top1_agreement"])
+    print(json.dumps({**figures, "verdict": judge(figures)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
