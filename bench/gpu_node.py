@@ -4,6 +4,8 @@
 core, then pins itself and every process it starts to the first `--cores` cores, and measures:
 - decode_img_s: the CPU decode wall, the engine's Pillow decode + preprocessing, one process per core;
 - gpu_decode_img_s: decode_jpeg (nvJPEG) + resize + crop on the GPU alone, batches of 64;
+- cpu_side_ms_per_image: what the GPU path still costs one core per file (read, header check, copy into a
+  tensor), so 1000 x cores / it bounds the GPU-decoding pipeline on the node;
 - pixel_difference: mean and largest absolute difference (0-255) between the GPU path's and Pillow's
   crops of the same files (resize and IDCT differ slightly; recorded, not judged);
 - per model, forward_img_s: the GPU forward ceiling on ready tensors (the precision auto picks, fp16,
@@ -77,6 +79,26 @@ def node_profile(model_dir: Path, device: str):
     from scoring.model import read_metadata
 
     return resolve(JobSettings(device=device), probe(), read_metadata(model_dir).precision_agreement)
+
+
+def cpu_side_ms_per_image(files: list[Path], model_dir: Path) -> float:
+    """One core's time per file for the part of the GPU path that stays on the CPU (files already cached)."""
+    import torch
+
+    from scoring.image_decode import Preprocessor
+    from scoring.jpeg_decode import JpegBatchDecoder
+    from scoring.model import read_metadata
+
+    preprocessing = read_metadata(model_dir).preprocessing
+    decoder = JpegBatchDecoder(Preprocessor(preprocessing), torch.device("cpu"), max_pixels=64_000_000,
+                               min_side=preprocessing.short_side, pillow=lambda path: None)
+    paths = [str(path) for path in files]
+    for path in paths[:50]:
+        decoder.jpeg_bytes(path)
+    started = time.process_time()  # this thread's CPU, not the wall
+    for path in paths:
+        decoder.jpeg_bytes(path)
+    return 1000 * (time.process_time() - started) / len(paths)
 
 
 def auto_choice(model_dir: Path, device: str) -> dict:
@@ -154,10 +176,11 @@ def main() -> int:
     from bench.gpu_decode import gpu_decode_img_s
 
     figures["gpu_decode_img_s"] = round(gpu_decode_img_s(files, device=device), 1)
+    figures["cpu_side_ms_per_image"] = round(cpu_side_ms_per_image(files, first_model), 3)
     figures["pixel_difference"] = pixel_difference(files, first_model, device)
     figures["auto_choice"] = auto_choice(first_model, device)
-    save("decode + resize alone, pixel difference, auto", {key: figures[key] for key in (
-        "gpu_decode_img_s", "pixel_difference", "auto_choice")})
+    save("decode + resize alone, its CPU side, pixel difference, auto", {key: figures[key] for key in (
+        "gpu_decode_img_s", "cpu_side_ms_per_image", "pixel_difference", "auto_choice")})
     for model, model_dir in model_dirs.items():
         measured = figures["models"].setdefault(model, {"pipeline_img_s": {}, "runs": {}})
         precision = node_profile(model_dir, device).precision

@@ -107,7 +107,7 @@ class DecodeRates:
     """Images per second one worker gets from each way, as measured by `measure_rates`."""
 
     pillow: float  # on this worker's decode threads (or inline)
-    batched: float  # its share of the device: the device's rate divided among the workers using it
+    batched: float  # its share of the device: the device's rate divided among the workers using it; 0: refused
 
 
 def choose(requested: str, device: str, rates: Callable[[], DecodeRates]) -> tuple[str, str]:
@@ -118,6 +118,9 @@ def choose(requested: str, device: str, rates: Callable[[], DecodeRates]) -> tup
         return PILLOW, ("decoder auto: pillow on CPU (as fast as decode_jpeg on small photos, faster on large "
                         "ones: it decodes at a reduced scale)")
     measured = rates()
+    if measured.batched == 0:
+        return PILLOW, ("decoder auto: pillow, decode_jpeg refused the probe's photo on the GPU (a torchvision "
+                        "build without nvJPEG?)")
     line = (f"decode_jpeg on the GPU {measured.batched:,.0f} img/s for this worker vs Pillow {measured.pillow:,.0f} "
             f"img/s (probe, {PROBE_IMAGES} images of {PROBE_SIZE[0]}x{PROBE_SIZE[1]})")
     if measured.batched >= MARGIN * measured.pillow:
@@ -144,6 +147,8 @@ def measure_rates(pillow: PillowDecoding, device: torch.device, *, threads: int,
                                    pillow=pillow.pixels)
         batched.decode(paths[:2])  # warm-up: nvJPEG handles, kernels
         _synchronize(device)
+        if batched.fallbacks:  # a plain photo refused: the batched path would only add a failed call per chunk
+            return DecodeRates(pillow=pillow_rate, batched=0.0)
         started = time.perf_counter()
         batched.decode(paths)
         _synchronize(device)

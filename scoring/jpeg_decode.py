@@ -64,7 +64,7 @@ class JpegBatchDecoder:
         outcomes: list[torch.Tensor | ImageDecodeError | None] = [None] * len(paths)
         batch: list[tuple[int, torch.Tensor]] = []
         for index, path in enumerate(paths):
-            data, reason = self._jpeg_bytes(path)
+            data, reason = self.jpeg_bytes(path)
             if data is None:
                 self.fallbacks[reason] += 1
                 outcomes[index] = self._on_device(self.pillow(path))
@@ -79,7 +79,7 @@ class JpegBatchDecoder:
                 outcomes[index] = self.preprocess.resize(pixels)
         return outcomes
 
-    def _jpeg_bytes(self, path: str) -> tuple[torch.Tensor | None, str]:
+    def jpeg_bytes(self, path: str) -> tuple[torch.Tensor | None, str]:
         """The file's bytes as a uint8 tensor when the batched call can decode it as Pillow would, else why not.
 
         Unreadable, empty and too-large files go to Pillow too: it names their error in the usual words."""

@@ -56,7 +56,7 @@ def test_the_gpu_node_figures_run_as_a_dry_run_on_cpu(tmp_path, model_dir):
     figures = json.loads(out.read_text())
     assert json.loads(result.stdout.strip().splitlines()[-1]) == figures
     assert figures["node"].endswith("(taskset cores [0])")
-    assert figures["decode_img_s"] > 0 and figures["gpu_decode_img_s"] > 0
+    assert figures["decode_img_s"] > 0 and figures["gpu_decode_img_s"] > 0 and figures["cpu_side_ms_per_image"] > 0
     assert figures["pixel_difference"]["files"] == 5 == figures["pixel_difference"]["decoded_on_gpu"]
     assert figures["auto_choice"]["decoder"] == "pillow" and figures["auto_choice"]["workers"] == 1
     measured = figures["models"]["resnet18"]

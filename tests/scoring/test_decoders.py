@@ -46,6 +46,19 @@ def test_the_probe_measures_both_ways_on_this_node():
     assert rates.pillow > 0 and rates.batched > 0
 
 
+def test_a_device_whose_decode_jpeg_refuses_the_probe_keeps_pillow(monkeypatch):
+    """As on a torchvision build without nvJPEG: the probe's plain photo is refused, so auto keeps Pillow."""
+    def refusing(encoded, **kwargs):
+        raise RuntimeError("decode_jpeg: not compiled with nvJPEG support")
+
+    monkeypatch.setattr("torchvision.io.decode_jpeg", refusing)
+    pillow = PillowDecoding(Preprocessor(Preprocessing()), max_pixels=64_000_000, min_side=256)
+    rates = measure_rates(pillow, torch.device(DECODE_DEVICE), threads=0, workers=4)
+    assert rates.batched == 0 and rates.pillow > 0
+    decoder, why = choose("auto", "cuda", lambda: rates)
+    assert decoder == "pillow" and why.startswith("decoder auto: pillow, decode_jpeg refused the probe's photo")
+
+
 def test_batched_decoding_keeps_order_and_one_outcome_per_file_across_chunks(tmp_path):
     names = [f"{index:02d}.jpg" for index in range(8)]
     for index, name in enumerate(names):
