@@ -33,11 +33,13 @@ import time
 from pathlib import Path
 
 from bench.dataset import ensure_images, linked_copies
-from bench.run import STATE, _agreement, bench_model, decode_img_s, forward_img_s, run_pipeline
+from scoring.job_settings import JobSettings
+from bench.run import STATE, bench_model, decode_img_s, forward_img_s, run_pipeline, top1_agreement
 
 DECODERS = ("pillow", "torchvision", "auto")
 FORWARD_BATCH = 128
 DIFFERENCE_SAMPLE = 200  # files compared pixel by pixel
+MAX_PIXELS = JobSettings().max_pixels  # the job's default limit, as the pipeline runs get it
 
 
 def pin_to_cores(count: int) -> list[int]:
@@ -59,7 +61,7 @@ def pixel_difference(files: list[Path], model_dir: Path, device: str) -> dict:
     from scoring.model import read_metadata
 
     preprocessing = read_metadata(model_dir).preprocessing
-    pillow = PillowDecoding(Preprocessor(preprocessing), max_pixels=64_000_000, min_side=preprocessing.short_side)
+    pillow = PillowDecoding(Preprocessor(preprocessing), max_pixels=MAX_PIXELS, min_side=preprocessing.short_side)
     batched = JpegBatchDecoder(pillow.preprocess, torch.device(device), max_pixels=pillow.max_pixels,
                                min_side=pillow.min_side, pillow=pillow.pixels)
     paths = [str(path) for path in files[:DIFFERENCE_SAMPLE]]
@@ -90,7 +92,7 @@ def cpu_side_ms_per_image(files: list[Path], model_dir: Path) -> float:
     from scoring.model import read_metadata
 
     preprocessing = read_metadata(model_dir).preprocessing
-    decoder = JpegBatchDecoder(Preprocessor(preprocessing), torch.device("cpu"), max_pixels=64_000_000,
+    decoder = JpegBatchDecoder(Preprocessor(preprocessing), torch.device("cpu"), max_pixels=MAX_PIXELS,
                                min_side=preprocessing.short_side, pillow=lambda path: None)
     paths = [str(path) for path in files]
     for path in paths[:50]:
@@ -111,7 +113,7 @@ def auto_choice(model_dir: Path, device: str) -> dict:
 
     metadata = read_metadata(model_dir)
     profile = node_profile(model_dir, device)
-    pillow = PillowDecoding(Preprocessor(metadata.preprocessing), max_pixels=64_000_000,
+    pillow = PillowDecoding(Preprocessor(metadata.preprocessing), max_pixels=MAX_PIXELS,
                             min_side=metadata.preprocessing.short_side, threads=profile.decode_threads)
     decoder, why = choose(profile.decoder, device, lambda: measure_rates(
         pillow, torch.device(device), threads=profile.decode_threads, workers=profile.workers))
@@ -158,8 +160,8 @@ def main() -> int:
     model_dirs = {model: bench_model(args.state, model, device, args.weights_from) for model in args.models}
     cores = pin_to_cores(args.cores)
     figures: dict = {
-        "host": f"{torch.cuda.get_device_name() if device == 'cuda' else 'no GPU'}, {os.cpu_count()} CPU cores ({platform.processor() or 'x86-64'}); "
-                f"torch {torch.__version__}, torchvision {torchvision.__version__}",
+        "host": f"{torch.cuda.get_device_name() if device == 'cuda' else 'no GPU'}, {os.cpu_count()} CPU cores "
+                f"({platform.machine()}); torch {torch.__version__}, torchvision {torchvision.__version__}",
         "node": f"{args.cores} cores stand for a Standard_NC4as_T4_v3 node (taskset cores {cores})",
         "images": args.images, "unique_images": args.unique, "models": {},
         "device": device, "command": f"python -m bench.gpu_node --cores {args.cores} --images {args.images}",
@@ -194,7 +196,7 @@ def main() -> int:
             measured["pipeline_img_s"][decoder] = round(rate, 1)
             measured["runs"][decoder] = counts
             save(f"{model} pipeline, decoder {decoder}", {"img_s": measured["pipeline_img_s"][decoder], **counts})
-        measured["top1_agreement"] = round(_agreement(labels["pillow"], labels["torchvision"]), 4)
+        measured["top1_agreement"] = round(top1_agreement(labels["pillow"], labels["torchvision"]), 4)
         save(f"{model} top-1 agreement, GPU vs Pillow decoding", measured["top1_agreement"])
     print(json.dumps({**figures, "verdict": judge(figures)}))
     return 0

@@ -250,7 +250,7 @@ def run_pipeline(input_dir: Path, model_dir: Path, settings: dict) -> tuple[floa
                                             "labels": labels}
 
 
-def _agreement(first: dict, second: dict) -> float:
+def top1_agreement(first: dict, second: dict) -> float:
     """The share of images with the same top-1 label in both runs."""
     return sum(first.get(image) == label for image, label in second.items()) / max(1, len(second))
 
@@ -314,7 +314,7 @@ def main() -> int:
     pipeline, _rss, counts = run_pipeline(small, model_dir, {**settings, "decoder": "pillow"})
     print(f"pipeline {args.images}: {pipeline:.1f} img/s {_shown(counts)}", flush=True)
     batched, _rss, batched_counts = run_pipeline(small, model_dir, {**settings, "decoder": "torchvision"})
-    batched_agreement = _agreement(counts["labels"], batched_counts["labels"])
+    batched_agreement = top1_agreement(counts["labels"], batched_counts["labels"])
     print(f"pipeline {args.images}, JPEGs by decode_jpeg on {device}: {batched:.1f} img/s {_shown(batched_counts)}, "
           f"top-1 agreement with Pillow decoding {batched_agreement:.2%}", flush=True)
     gpu_decode = None
