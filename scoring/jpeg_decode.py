@@ -111,6 +111,7 @@ class JpegBatchDecoder:
         when it raises (one bad file fails the whole call on CUDA), each file alone."""
         if not encoded:
             return []
+        _settle_current_stream(self.device)
         try:
             return list(self._decode_jpeg(encoded, mode=self._rgb, device=self.device))
         except (RuntimeError, ValueError):
@@ -130,3 +131,13 @@ class JpegBatchDecoder:
         return (f"{self.batched} of {total} files decoded by decode_jpeg on {self.device.type}"
                 + (f"; Pillow decoded the rest: {reasons}" if reasons else ""))
 
+
+def _settle_current_stream(device: torch.device) -> None:
+    """On CUDA, wait for the work queued on the caller's stream before decode_jpeg writes.
+
+    decode_jpeg allocates its outputs on the caller's stream but writes them from nvJPEG's own stream, without
+    waiting for the caller's: the caching allocator can hand it a block that kernels queued on the caller's
+    stream (the previous chunk's resize) have yet to read, and nvJPEG overwrites it first: wrong pixels, no
+    error. The decode call blocks the host until it is done anyway, so waiting first costs little."""
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()

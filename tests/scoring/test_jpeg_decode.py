@@ -16,6 +16,9 @@ from scoring.jpeg_decode import JpegBatchDecoder
 from scoring.model_metadata import Preprocessing
 
 PREPROCESSING = Preprocessing()
+# Mean absolute difference (0-255) from Pillow's crop. On an H200 (torch 2.11, CUDA 13) nvJPEG's crop of the 320x240
+# photo differed by 3.34 on average, above libjpeg-turbo's; bench.gpu_node's pixel_difference records it on photos.
+MEAN_DIFFERENCE_BOUND = {"cpu": 3.0, "cuda": 5.0}
 
 
 def _photo(size, seed=0, **save) -> bytes:
@@ -58,12 +61,15 @@ def test_a_batch_of_mixed_sizes_is_decoded_by_decode_jpeg_close_to_pillow(tmp_pa
     pillow, batched = _decoders()
     decoded = batched.decode(paths)
     assert batched.batched == len(paths) and not batched.fallbacks
+    differences = {}
     for path, pixels in zip(paths, decoded):
         assert pixels.shape == (3, 224, 224) and pixels.dtype == torch.uint8
         assert pixels.device.type == DECODE_DEVICE
-        reference = pillow.pixels(path)
-        # Same pixels up to the decoders' rounding, and Pillow's reduced-scale decode of the large photo.
-        assert (pixels.cpu().float() - reference.float()).abs().mean() < 3.0, path
+        differences[path.rsplit("/", 1)[-1]] = round((pixels.cpu().float() - pillow.pixels(path).float()).abs()
+                                                     .mean().item(), 2)
+    # Same pixels up to the decoders' rounding and Pillow's reduced-scale decode of the large photo; nvJPEG also
+    # upsamples the colour planes otherwise than libjpeg-turbo, which this grain (sigma 25 per channel) shows.
+    assert max(differences.values()) < MEAN_DIFFERENCE_BOUND[DECODE_DEVICE], str(differences)
 
 
 @pytest.mark.parametrize("name, data, reason", [
@@ -127,3 +133,61 @@ def test_a_jpeg_the_batched_call_refuses_fails_only_itself(tmp_path, monkeypatch
     assert torch.equal(decoded[1].cpu(), pillow.pixels(paths[1]))
     assert (f"2 of 3 files decoded by decode_jpeg on {DECODE_DEVICE}; Pillow decoded the rest: 1 refused by "
             "decode_jpeg") == batched.summary()
+
+
+class _StreamLog:
+    """Stands for `torch.cuda.current_stream(device)` on a CPU-only host: records when the caller's stream is
+    waited for."""
+
+    def __init__(self, log: list[str]):
+        self.log = log
+
+    def __call__(self, device=None):
+        return self
+
+    def synchronize(self):
+        self.log.append("wait")
+
+
+def test_on_cuda_each_decode_jpeg_call_waits_for_the_callers_stream_first(tmp_path, monkeypatch):
+    """decode_jpeg's CUDA outputs come from the caller's stream's memory but are written from nvJPEG's own
+    stream: every call, the per-file retries included, must come after the work already queued on the caller's
+    stream (the last chunk's resize still reading blocks the allocator may hand out again)."""
+    progressive = _photo((300, 300), 5, progressive=True)
+    paths = _write(tmp_path, {"a.jpg": _photo((300, 300)), "progressive.jpg": progressive,
+                              "c.jpg": _photo((240, 320), 6)})
+    log: list[str] = []
+    monkeypatch.setattr(jpeg_decode.torch.cuda, "current_stream", _StreamLog(log))
+    preprocess = Preprocessor(PREPROCESSING)
+    pillow = PillowDecoding(preprocess, max_pixels=64_000_000, min_side=PREPROCESSING.short_side)
+    batched = JpegBatchDecoder(preprocess, torch.device("cuda"), max_pixels=pillow.max_pixels,
+                               min_side=pillow.min_side, pillow=pillow.pixels)
+    real = batched._decode_jpeg
+
+    def logged(encoded, *, mode, device):  # decodes on the CPU here, as the CUDA call would on its device
+        log.append("decode")
+        if any(bytes(data.numpy()) == progressive for data in encoded):
+            raise RuntimeError("nvjpegDecodeBatched failed: not supported")
+        return real(encoded, mode=mode, device="cpu")
+
+    monkeypatch.setattr(batched, "_decode_jpeg", logged)
+    monkeypatch.setattr(batched, "pillow", lambda path: ImageDecodeError("corrupt", "stands for Pillow"))
+    decoded = batched.decode(paths)
+    assert log == ["wait", "decode"] * 4  # the batch, then each file alone
+    assert [type(outcome) for outcome in decoded] == [torch.Tensor, ImageDecodeError, torch.Tensor]
+
+
+@pytest.mark.skipif(DECODE_DEVICE != "cuda", reason="nvJPEG's stream: only on a CUDA device (bench/gpu.sh)")
+def test_on_cuda_decoded_pixels_never_overwrite_memory_queued_work_still_reads(tmp_path):
+    """The hazard itself: a block freed while a slow kernel queued on the current stream still has to read it,
+    then a decode whose output is the same size. Without the wait, nvJPEG may write into the block first."""
+    paths = _write(tmp_path, {f"{index}.jpg": _photo((320, 240), index) for index in range(8)})
+    _pillow, batched = _decoders()
+    size = 3 * 240 * 320
+    for _trial in range(20):
+        ones = torch.ones(size, dtype=torch.uint8, device="cuda")
+        torch.cuda._sleep(50_000_000)  # ~tens of ms of GPU time ahead of the sum below
+        total = ones.sum(dtype=torch.int64)
+        del ones  # its block is free for the next allocation on this stream, the sum still to run
+        batched.decode(paths)
+        assert total.item() == size
