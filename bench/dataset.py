@@ -42,6 +42,26 @@ def ensure_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
     return paths
 
 
+def _progressive(job: tuple[Path, Path]) -> None:
+    source, target = job
+    partial = target.with_name(target.name + ".partial")
+    with Image.open(source) as image:
+        image.save(partial, format="JPEG", quality=90, progressive=True)
+    os.replace(partial, target)
+
+
+def progressive_copies(sources: list[Path], folder: Path) -> list[Path]:
+    """The `sources` re-encoded as progressive JPEGs (made once, on every core): files a GPU's hardware JPEG
+    engine does not take, so they go nvJPEG's per-image path with its Huffman decoding on the CPU."""
+    folder.mkdir(parents=True, exist_ok=True)
+    targets = [folder / source.name for source in sources]
+    missing = [(source, target) for source, target in zip(sources, targets) if not target.exists()]
+    if missing:
+        with ProcessPoolExecutor() as pool:
+            list(pool.map(_progressive, missing, chunksize=16))
+    return targets
+
+
 def linked_copies(sources: list[Path], folder: Path, count: int) -> Path:
     """`count` names for the `sources` files (hard links), in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)

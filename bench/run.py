@@ -243,7 +243,7 @@ def run_pipeline(input_dir: Path, model_dir: Path, settings: dict) -> tuple[floa
         reader.join()
         if process.returncode != 0:
             raise RuntimeError("pipeline run failed:\n" + "\n".join(output[-20:]))
-        images = len(os.listdir(input_dir))
+        images = sum(len(names) for _folder, _subfolders, names in os.walk(input_dir))  # month folders nest
         with open(Path(out) / "predictions.csv", newline="", encoding="utf-8") as handle:
             labels = {row["image"]: row["label"] for row in csv.DictReader(handle)}
     return images / elapsed, peak / 2**20, {"images": images, "scored": len(labels), "seconds": round(elapsed, 2),
@@ -319,9 +319,9 @@ def main() -> int:
           f"top-1 agreement with Pillow decoding {batched_agreement:.2%}", flush=True)
     gpu_decode = None
     if device == "cuda":
-        from bench.gpu_decode import gpu_decode_img_s
+        from bench.gpu_decode import gpu_decode_rate
 
-        gpu_decode = gpu_decode_img_s(files)
+        gpu_decode = gpu_decode_rate(files).img_s
         print(f"decode + resize on the GPU alone: {gpu_decode:.1f} img/s", flush=True)
     program_dir = bench_program(state, model_dir, device)
     pipeline_pt2, _rss, pt2_counts = run_pipeline(small, program_dir, settings)

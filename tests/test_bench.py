@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from PIL import Image
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,7 +50,7 @@ def test_the_gpu_node_figures_run_as_a_dry_run_on_cpu(tmp_path, model_dir):
     out = tmp_path / "node.json"
     result = subprocess.run(
         [sys.executable, "-m", "bench.gpu_node", "--device", "cpu", "--cores", "1", "--images", "10", "--unique", "5",
-         "--models", "resnet18", "--state", str(tmp_path / "state"), "--weights-from", str(model_dir),
+         "--software-images", "8", "--shapes-per-label", "3", "--models", "resnet18", "--state", str(tmp_path / "state"), "--weights-from", str(model_dir),
          "--out", str(out)],
         cwd=PROJECT_ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
     )
@@ -57,6 +59,7 @@ def test_the_gpu_node_figures_run_as_a_dry_run_on_cpu(tmp_path, model_dir):
     assert json.loads(result.stdout.strip().splitlines()[-1]) == figures
     assert figures["node"].endswith("(taskset cores [0])")
     assert figures["decode_img_s"] > 0 and figures["gpu_decode_img_s"] > 0 and figures["cpu_side_ms_per_image"] > 0
+    assert figures["gpu_decode_host_cpu_ms_per_image"] > 0
     assert figures["pixel_difference"]["files"] == 5 == figures["pixel_difference"]["decoded_on_gpu"]
     assert figures["auto_choice"]["decoder"] == "pillow" and figures["auto_choice"]["workers"] == 1
     measured = figures["models"]["resnet18"]
@@ -67,3 +70,81 @@ def test_the_gpu_node_figures_run_as_a_dry_run_on_cpu(tmp_path, model_dir):
     target = min(2 * figures["decode_img_s"], 0.7 * measured["forward_img_s"])
     assert verdict["target_img_s"] == round(target, 1)
     assert verdict["target_met"] == (measured["pipeline_img_s"]["torchvision"] >= target)
+    software = figures["software_path"]
+    assert software["model"] == "resnet18" and software["images"] == 8
+    assert software["gpu_decode_img_s"] > 0 and software["host_cpu_ms_per_image"] > 0
+    assert set(software["pipeline_img_s"]) == set(software["runs"]) == {"torchvision", "pillow"}
+    assert all(run == {"images": 8, "scored": 8, "seconds": run["seconds"]} for run in software["runs"].values())
+    shapes = measured["shapes_top1_agreement"]  # 4 labels x 3 drawn images, and the demo's 5 broken files
+    assert shapes["runs"]["pillow"]["images"] == 17 and shapes["runs"]["pillow"]["scored"] == 12
+    assert 0.9 <= shapes["top1_agreement"] <= 1 and 0 < shapes["jpegs"] <= 12
+    progressive = sorted((tmp_path / "state" / "images-progressive").glob("*.jpg"))
+    assert len(progressive) == 5 and all(Image.open(path).info.get("progressive") for path in progressive)
+    software_verdict = figures["verdict"]["software_path"]
+    reaches = software["pipeline_img_s"]["torchvision"] >= target
+    not_slower = software["pipeline_img_s"]["torchvision"] >= software["pipeline_img_s"]["pillow"]
+    assert software_verdict == {"model": "resnet18", "target_img_s": round(target, 1),
+                                "gpu_decoding_reaches_target": reaches, "not_slower_than_pillow": not_slower,
+                                "target_met": reaches and not_slower}
+
+
+def test_the_gpu_sweep_splits_each_layout_into_start_up_and_steady_rate_as_a_dry_run_on_cpu(tmp_path, model_dir):
+    """bench.gpu_sweep's layouts on the CPU, pinned to one core: each layout's two runs, and the JSON it rewrites."""
+    out = tmp_path / "sweep.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.gpu_sweep", "12", "--device", "cpu", "--cores", "1", "--models", "resnet18",
+         "--decoder", "torchvision", "--layouts", "1:0", "1:-1:4", "--startup-images", "4",
+         "--state", str(tmp_path / "state"), "--weights-from", str(model_dir), "--out", str(out)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == report
+    assert report["cores"] == [0] and report["decoder"] == "torchvision"
+    assert [(row["workers"], row["decode_threads"], row["mini_batch_size"]) for row in report["layouts"]] == \
+        [(1, 0, None), (1, -1, 4)]
+    assert all(row["img_s"] > 0 and row["seconds"] > 0 for row in report["layouts"])
+
+
+def test_steady_state_solves_two_runs_for_the_rate_and_the_start_up():
+    from bench.gpu_sweep import steady_state
+
+    # 10 s to start, then 1,000 img/s: 20,000 files in 30 s, 500 in 10.5 s.
+    rate, startup = steady_state(20_000, 30.0, 500, 10.5)
+    assert round(rate, 6) == 1000.0 and round(startup, 6) == 10.0
+    assert steady_state(500, 10.0, 500, 9.0) == (None, None)  # same file count: nothing to tell
+    assert steady_state(20_000, 9.0, 500, 10.0) == (None, None)  # the larger run was faster: noise
+
+
+def test_a_layout_is_workers_threads_and_an_optional_mini_batch():
+    import argparse
+
+    import pytest
+
+    from bench.gpu_sweep import layout
+
+    assert layout("4:0") == (4, 0, None) and layout("2:-1:256") == (2, -1, 256)
+    for wrong in ("4", "0:0", "4:0:0", "a:b", "1:2:3:4"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            layout(wrong)
+
+
+def test_worker_startup_times_every_step_of_a_workers_start_on_cpu(tmp_path, model_dir):
+    """bench.worker_startup in a fresh process, as gpu.sh runs it on one core: every step, and both mini-batches
+    scored."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(8):
+        Image.new("RGB", (64 + index, 48), (index * 30, 100, 200)).save(images / f"{index}.jpg")
+    result = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-m", "bench.worker_startup", "--model", str(model_dir), "--input",
+         str(images), "--device", "cpu", "--decoder", "torchvision", "--workers", "4", "--mini-batch", "4"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert list(report["steps"]) == ["import_torch_s", "cuda_context_s", "import_scoring_s", "scorer_init_s",
+                                     "first_mini_batch_s", "second_mini_batch_s"]
+    assert report["steps"]["import_torch_s"] > 0.1  # timed from before torch is imported
+    assert report["total_s"] >= sum(report["steps"].values()) - 0.01
+    assert "decoder torchvision" in report["profile"] and report["device"] == "cpu"

@@ -24,7 +24,8 @@ HELP_COMMANDS = [
     "localml", "localml register-model", "scoring.merge",
     "devstack.demo", "devstack.airflow_ui", "devstack.example_model", "devstack.seed", "devstack.azurite",
     "devstack.postgres", "devstack.job_environment", "devstack.sample_month", "devstack.train_model",
-    "bench.run", "bench.flat_memory", "bench.gpu_sweep", "bench.gpu_decode", "faults.run",
+    "bench.run", "bench.flat_memory", "bench.gpu_sweep", "bench.gpu_decode", "bench.gpu_node",
+    "bench.worker_startup", "faults.run",
 ]
 
 
