@@ -132,6 +132,14 @@ def auto_choice(model_dir: Path, device: str) -> dict:
     return {"decoder": decoder, "why": why, "workers": profile.workers, "profile": profile.describe(reasons=False)}
 
 
+def decoder_runs(folder: Path, model_dir: Path, device: str, decoders):
+    """The CLI over `folder` once per decoder, one run at a time: (decoder, img/s, counts, each file's top-1)."""
+    for decoder in decoders:
+        rate, _rss, counts = run_pipeline(folder, model_dir, {"device": device, "decoder": decoder})
+        labels = counts.pop("labels")
+        yield decoder, round(rate, 1), counts, labels
+
+
 def shapes_agreement(state: Path, model_dir: Path, device: str, per_label: int = SHAPES_PER_LABEL) -> dict:
     """Top-1 agreement, GPU-decoded vs Pillow-decoded, on images of what the demo model was trained for.
 
@@ -148,9 +156,8 @@ def shapes_agreement(state: Path, model_dir: Path, device: str, per_label: int =
         write_month(staging, month, per_label=per_label)
         staging.rename(folder)
     labels, measured = {}, {}
-    for decoder in ("pillow", "torchvision"):
-        _rate, _rss, counts = run_pipeline(folder / month, model_dir, {"device": device, "decoder": decoder})
-        labels[decoder] = counts.pop("labels")
+    for decoder, _rate, counts, labels[decoder] in decoder_runs(folder / month, model_dir, device,
+                                                               ("pillow", "torchvision")):
         measured[decoder] = counts
     return {"top1_agreement": round(top1_agreement(labels["pillow"], labels["torchvision"]), 4),
             "jpegs": sum(name.endswith(".jpg") for name in labels["pillow"]), "runs": measured}
@@ -249,12 +256,9 @@ def main() -> int:
         measured["forward_img_s"] = round(forward_img_s(model_dir, device, precision, FORWARD_BATCH, args.images), 1)
         save(f"{model} forward ceiling, img/s", measured["forward_img_s"])
         labels = {}
-        for decoder in DECODERS:
-            rate, _rss, counts = run_pipeline(folder, model_dir, {"device": device, "decoder": decoder})
-            labels[decoder] = counts.pop("labels")
-            measured["pipeline_img_s"][decoder] = round(rate, 1)
-            measured["runs"][decoder] = counts
-            save(f"{model} pipeline, decoder {decoder}", {"img_s": measured["pipeline_img_s"][decoder], **counts})
+        for decoder, rate, counts, labels[decoder] in decoder_runs(folder, model_dir, device, DECODERS):
+            measured["pipeline_img_s"][decoder], measured["runs"][decoder] = rate, counts
+            save(f"{model} pipeline, decoder {decoder}", {"img_s": rate, **counts})
         measured["top1_agreement"] = round(top1_agreement(labels["pillow"], labels["torchvision"]), 4)
         save(f"{model} top-1 agreement, GPU vs Pillow decoding", measured["top1_agreement"])
         if model == "resnet18":  # the demo weights: a model that knows its images
@@ -267,12 +271,10 @@ def main() -> int:
     software["host_cpu_ms_per_image"] = round(software_decode.host_cpu_ms_per_image, 3)
     save("software path: decode + resize alone, its host CPU", software)
     software["pipeline_img_s"], software["runs"] = {}, {}
-    for decoder in ("torchvision", "pillow"):  # Pillow on the same progressive files: like against like
-        rate, _rss, counts = run_pipeline(progressive_folder, first_model, {"device": device, "decoder": decoder})
-        counts.pop("labels")
-        software["pipeline_img_s"][decoder], software["runs"][decoder] = round(rate, 1), counts
-        save(f"software path: {args.models[0]} pipeline, decoder {decoder}",
-             {"img_s": software["pipeline_img_s"][decoder], **counts})
+    # Pillow on the same progressive files: like against like.
+    for decoder, rate, counts, _labels in decoder_runs(progressive_folder, first_model, device, ("torchvision", "pillow")):
+        software["pipeline_img_s"][decoder], software["runs"][decoder] = rate, counts
+        save(f"software path: {args.models[0]} pipeline, decoder {decoder}", {"img_s": rate, **counts})
     print(json.dumps({**figures, "verdict": judge(figures)}))
     return 0
 
