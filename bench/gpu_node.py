@@ -16,17 +16,18 @@ core, then pins itself and every process it starts to the first `--cores` cores,
   torchvision and auto; top1_agreement: the share of files with the same top-1 label, GPU-decoded vs
   Pillow-decoded; for ResNet-18 (the demo weights) also shapes_top1_agreement, the same share on images of
   the kind it was trained for (`shapes_agreement`);
-- auto_choice: what `decoder=auto` picks here, by the probe a worker runs at init();
+- auto_choice: what `decoder=auto` picks here, by the probe a worker runs at init() over the run's folder;
 - software_path, the T4's way of decoding: A100, H100 and H200 decode baseline JPEGs in a hardware JPEG
   engine, which a T4 lacks; there nvJPEG decodes each file with its Huffman stage on the CPU, as it does here
   for progressive files. So, on progressive re-encodes of the bench images: gpu_decode_img_s and
-  host_cpu_ms_per_image as above, and the first model's pipeline with decoder torchvision, then pillow, on
+  host_cpu_ms_per_image as above, the first model's pipeline with decoder torchvision, then pillow, on
   `--software-images` files (an upper bound of the T4's host cost: progressive Huffman decoding is more
-  work than baseline's). Measured after the rest, so a run cut short keeps the main figures;
+  work than baseline's), and auto_choice over those files. Measured after the rest, so a run cut short
+  keeps the main figures;
 - target_img_s = min(2 x decode_img_s, 0.7 x forward_img_s); target_met when the GPU-decoding pipeline
   reaches it and, where auto picks GPU decoding, it is not slower than Pillow decoding; the software path's
   verdict holds its GPU-decoding pipeline to the first model's same target and to Pillow decoding of the
-  same progressive files.
+  same progressive files, and auto_never_slower says whether auto's pick there was the faster of the two.
 The JSON is rewritten after every figure, so a run cut short keeps what it measured. `--device cpu` runs
 the same steps on the CPU (decode_jpeg by libjpeg-turbo): the test that the script works before a GPU's time
 is spent on it.
@@ -115,8 +116,9 @@ def cpu_side_ms_per_image(files: list[Path], model_dir: Path) -> float:
     return 1000 * (time.process_time() - started) / len(paths)
 
 
-def auto_choice(model_dir: Path, device: str) -> dict:
-    """What `decoder=auto` picks on this node, by the same probe as a worker's init() with the job's defaults."""
+def auto_choice(model_dir: Path, device: str, folder: Path) -> dict:
+    """What `decoder=auto` picks on this node for the month in `folder`, by the same probe as a worker's init()
+    with the job's defaults."""
     import torch
 
     from scoring.decoders import PillowDecoding, choose, measure_rates
@@ -127,9 +129,13 @@ def auto_choice(model_dir: Path, device: str) -> dict:
     profile = node_profile(model_dir, device)
     pillow = PillowDecoding(Preprocessor(metadata.preprocessing), max_pixels=MAX_PIXELS,
                             min_side=metadata.preprocessing.short_side, threads=profile.decode_threads)
-    decoder, why = choose(profile.decoder, device, lambda: measure_rates(
-        pillow, torch.device(device), threads=profile.decode_threads, workers=profile.workers))
-    return {"decoder": decoder, "why": why, "workers": profile.workers, "profile": profile.describe(reasons=False)}
+    # Measured on the CPU too (where auto needs no probe), so that a dry run shows what the probe decoded.
+    rates = measure_rates(pillow, torch.device(device), threads=profile.decode_threads, workers=profile.workers,
+                          input_root=str(folder))
+    decoder, why = choose(profile.decoder, device, lambda: rates)
+    return {"decoder": decoder, "why": why, "workers": profile.workers, "profile": profile.describe(reasons=False),
+            "probe": {"pillow_img_s": round(rates.pillow, 1), "batched_img_s": round(rates.batched, 1),
+                      "sample": rates.sample}}
 
 
 def decoder_runs(folder: Path, model_dir: Path, device: str, decoders):
@@ -186,8 +192,10 @@ def judge(figures: dict) -> dict:
         rate = software["pipeline_img_s"]["torchvision"]
         reaches = rate >= target
         not_slower = rate >= software["pipeline_img_s"]["pillow"]
+        auto_gpu = software.get("auto_choice", {}).get("decoder") == "torchvision"
         verdicts["software_path"] = {"model": software["model"], "target_img_s": round(target, 1),
                                      "gpu_decoding_reaches_target": reaches, "not_slower_than_pillow": not_slower,
+                                     "auto_never_slower": not auto_gpu or not_slower,
                                      "target_met": reaches and not_slower}
     return verdicts
 
@@ -245,7 +253,7 @@ def main() -> int:
     figures["gpu_decode_host_cpu_ms_per_image"] = round(gpu_decode.host_cpu_ms_per_image, 3)
     figures["cpu_side_ms_per_image"] = round(cpu_side_ms_per_image(files, first_model), 3)
     figures["pixel_difference"] = pixel_difference(files, first_model, device)
-    figures["auto_choice"] = auto_choice(first_model, device)
+    figures["auto_choice"] = auto_choice(first_model, device, folder)
     save("decode + resize alone, its CPU side, pixel difference, auto", {key: figures[key] for key in (
         "gpu_decode_img_s", "gpu_decode_host_cpu_ms_per_image", "cpu_side_ms_per_image", "pixel_difference",
         "auto_choice")})
@@ -275,6 +283,8 @@ def main() -> int:
     for decoder, rate, counts, _labels in decoder_runs(progressive_folder, first_model, device, ("torchvision", "pillow")):
         software["pipeline_img_s"][decoder], software["runs"][decoder] = rate, counts
         save(f"software path: {args.models[0]} pipeline, decoder {decoder}", {"img_s": rate, **counts})
+    software["auto_choice"] = auto_choice(first_model, device, progressive_folder)
+    save("software path: auto's pick", software["auto_choice"])
     print(json.dumps({**figures, "verdict": judge(figures)}))
     return 0
 

@@ -10,13 +10,17 @@ tensor resized as the model wants, or an `ImageDecodeError` (that file's error r
   the current one is scored.
 
 `choose()` resolves `decoder=auto`: Pillow on CPU; on CUDA, a probe at `init()`
-decodes one synthetic photo both ways and keeps the batched path only where this
-worker's share of the GPU decodes faster than its own cores do.
+decodes a sample of the month's own JPEGs both ways (a synthetic photo where the
+month folder has too few yet) and keeps the batched path only where this worker's
+share of the GPU decodes faster than its own cores do. The month's files, because
+what a GPU's decoder costs depends on them: progressive JPEGs skip the hardware
+JPEG engine of an A100 or H100, and a T4 has none.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +32,7 @@ import torch
 from PIL import Image
 
 from scoring.image_decode import ImageDecodeError, Preprocessor, decode_image
+from scoring.items import item_path, walk_folder
 from scoring.jpeg_decode import JpegBatchDecoder
 from scoring.job_settings import AUTO, DECODERS
 
@@ -35,8 +40,10 @@ _, PILLOW, BATCHED = DECODERS  # the setting's choices: auto, pillow, torchvisio
 # The batched path must beat Pillow by this much to be chosen: a probe is a few images, and a tie is not worth
 # the GPU memory and the second code path.
 MARGIN = 1.2
-PROBE_SIZE = (640, 480)  # a typical photo
+PROBE_SIZE = (640, 480)  # a typical photo: the stand-in where the month folder has too few JPEGs yet
 PROBE_IMAGES = 16
+PROBE_MIN_FILES = 4  # fewer of the month's own JPEGs than this say less than the stand-in
+PROBE_LOOK_AT = 256  # entries of the month folder looked at, at most: init() never lists a whole month
 
 
 class PillowDecoding:
@@ -108,6 +115,7 @@ class DecodeRates:
 
     pillow: float  # on this worker's decode threads (or inline)
     batched: float  # its share of the device: the device's rate divided among the workers using it; 0: refused
+    sample: str = f"{PROBE_IMAGES} images of {PROBE_SIZE[0]}x{PROBE_SIZE[1]}"  # what was decoded, for the log
 
 
 def choose(requested: str, device: str, rates: Callable[[], DecodeRates]) -> tuple[str, str]:
@@ -122,38 +130,70 @@ def choose(requested: str, device: str, rates: Callable[[], DecodeRates]) -> tup
         return PILLOW, ("decoder auto: pillow, decode_jpeg refused the probe's photo on the GPU (a torchvision "
                         "build without nvJPEG?)")
     line = (f"decode_jpeg on the GPU {measured.batched:,.0f} img/s for this worker vs Pillow {measured.pillow:,.0f} "
-            f"img/s (probe, {PROBE_IMAGES} images of {PROBE_SIZE[0]}x{PROBE_SIZE[1]})")
+            f"img/s (probe, {measured.sample})")
     if measured.batched >= MARGIN * measured.pillow:
         return BATCHED, f"decoder auto: torchvision, {line}"
     return PILLOW, f"decoder auto: pillow, {line}, under {MARGIN}x"
 
 
-def measure_rates(pillow: PillowDecoding, device: torch.device, *, threads: int, workers: int) -> DecodeRates:
-    """Decode one synthetic photo `PROBE_IMAGES` times each way (after one warm-up) on this node."""
+def measure_rates(pillow: PillowDecoding, device: torch.device, *, threads: int, workers: int,
+                  input_root: str | None = None) -> DecodeRates:
+    """Decode a sample both ways on this node, after a warm-up on a synthetic photo: the month's own JPEGs
+    (`month_sample`), or that photo `PROBE_IMAGES` times where the month folder has fewer than
+    `PROBE_MIN_FILES` of them yet (a download still under way, a folder of PNGs)."""
+    batched = JpegBatchDecoder(pillow.preprocess, device, max_pixels=pillow.max_pixels, min_side=pillow.min_side,
+                               pillow=pillow.pixels)
     with tempfile.TemporaryDirectory(prefix="decode-probe-") as folder:
-        path = str(Path(folder) / "probe.jpg")
-        rng = np.random.default_rng(0)
-        width, height = PROBE_SIZE
-        gradient = np.linspace(0, 200, width, dtype=np.float32)[None, :, None]
-        noise = rng.normal(0, 20, (height, width, 3)).astype(np.float32)
-        Image.fromarray(np.clip(gradient + noise, 0, 255).astype(np.uint8)).save(path, quality=90)
-        paths = [path] * PROBE_IMAGES
-        pillow.pixels(path)
-        started = time.perf_counter()
-        for each in paths:
-            pillow.pixels(each)
-        pillow_rate = max(1, threads) * PROBE_IMAGES / (time.perf_counter() - started)
-        batched = JpegBatchDecoder(pillow.preprocess, device, max_pixels=pillow.max_pixels, min_side=pillow.min_side,
-                                   pillow=pillow.pixels)
-        batched.decode(paths[:2])  # warm-up: nvJPEG handles, kernels
+        photo = _synthetic_photo(Path(folder) / "probe.jpg")
+        pillow.pixels(photo)
+        batched.decode([photo, photo])  # warm-up: nvJPEG handles, kernels
         _synchronize(device)
-        if batched.fallbacks:  # a plain photo refused: the batched path would only add a failed call per chunk
-            return DecodeRates(pillow=pillow_rate, batched=0.0)
+        refused = bool(batched.fallbacks)  # a plain photo refused: the batched path would only add failed calls
+        own = month_sample(input_root, batched) if input_root else []
+        if len(own) >= PROBE_MIN_FILES:
+            paths, sample = own, f"{len(own)} of the month's JPEGs"
+        else:
+            paths = [photo] * PROBE_IMAGES
+            sample = (f"{PROBE_IMAGES} images of {PROBE_SIZE[0]}x{PROBE_SIZE[1]}" if not input_root else
+                      f"{PROBE_IMAGES} images of {PROBE_SIZE[0]}x{PROBE_SIZE[1]}; the month folder had "
+                      f"{len(own)} JPEGs to decode at init()")
+        started = time.perf_counter()
+        for path in paths:
+            pillow.pixels(path)
+        pillow_rate = max(1, threads) * len(paths) / (time.perf_counter() - started)
+        if refused:
+            return DecodeRates(pillow=pillow_rate, batched=0.0, sample=sample)
         started = time.perf_counter()
         batched.decode(paths)
         _synchronize(device)
-        batched_rate = PROBE_IMAGES / (time.perf_counter() - started) / max(1, workers)
-    return DecodeRates(pillow=pillow_rate, batched=batched_rate)
+        batched_rate = len(paths) / (time.perf_counter() - started) / max(1, workers)
+    return DecodeRates(pillow=pillow_rate, batched=batched_rate, sample=sample)
+
+
+def month_sample(input_root: str, batched: JpegBatchDecoder) -> list[str]:
+    """Up to `PROBE_IMAGES` of the month's files that `batched` would decode itself (the others go to Pillow
+    either way), first met in the folder's own order among its first `PROBE_LOOK_AT` entries. Reading them
+    here also puts them in the page cache, so both timed ways read them alike."""
+    sample = []
+    try:
+        for item in itertools.islice(walk_folder(Path(input_root)), PROBE_LOOK_AT):
+            path = str(item_path(input_root, item.name))
+            if item.failure is None and batched.jpeg_bytes(path)[0] is not None:
+                sample.append(path)
+                if len(sample) == PROBE_IMAGES:
+                    break
+    except OSError:
+        pass  # no month folder to look at (yet): the synthetic photo stands in
+    return sample
+
+
+def _synthetic_photo(path: Path) -> str:
+    rng = np.random.default_rng(0)
+    width, height = PROBE_SIZE
+    gradient = np.linspace(0, 200, width, dtype=np.float32)[None, :, None]
+    noise = rng.normal(0, 20, (height, width, 3)).astype(np.float32)
+    Image.fromarray(np.clip(gradient + noise, 0, 255).astype(np.uint8)).save(path, quality=90)
+    return str(path)
 
 
 def _synchronize(device: torch.device) -> None:

@@ -99,7 +99,7 @@ class JobSettings:
         "shared among workers on CUDA; 0: inline).", group=PROFILE, minimum=UNLIMITED)
     decoder: str = _setting(
         "JPEG decoder", AUTO, "auto: Pillow on CPU; on CUDA, torchvision's batched decode_jpeg on the GPU (nvJPEG) "
-        "where a probe at init() finds it faster than Pillow on this worker's cores. pillow: every file on the CPU. "
+        "where a probe at init() on the month's own JPEGs finds it faster than Pillow on this worker's cores. pillow: every file on the CPU. "
         "torchvision: JPEGs decoded and resized in batches on the scoring device; other files, and JPEGs it "
         "refuses, through Pillow.", group=PROFILE, choices=DECODERS)
     compile: bool = _setting(

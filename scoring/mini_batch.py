@@ -77,7 +77,8 @@ class MiniBatchScorer:
         pillow = PillowDecoding(self.preprocess, max_pixels=settings.max_pixels,
                                 min_side=self.metadata.preprocessing.short_side, threads=self.profile.decode_threads)
         decoder, why = choose(self.profile.decoder, self.profile.device, lambda: measure_rates(
-            pillow, self.predictor.device, threads=self.profile.decode_threads, workers=workers))
+            pillow, self.predictor.device, threads=self.profile.decode_threads, workers=workers,
+            input_root=input_root))
         self.profile = dataclasses.replace(self.profile, decoder=decoder, reasons=(*self.profile.reasons, why))
         self.decoding = make_decoding(decoder, pillow, self.predictor.device, chunk=self.batch_size)
         self._fallbacks_logged = False

@@ -8,8 +8,9 @@ import torch
 
 from support import DECODE_DEVICE, image_bytes
 from scoring import decoders
-from scoring.decoders import BatchedDecoding, DecodeRates, PillowDecoding, choose, measure_rates
+from scoring.decoders import BatchedDecoding, DecodeRates, PillowDecoding, choose, measure_rates, month_sample
 from scoring.image_decode import ImageDecodeError, Preprocessor
+from scoring.jpeg_decode import JpegBatchDecoder
 from scoring.job_settings import JobSettings
 from scoring.model_metadata import Preprocessing
 
@@ -44,6 +45,79 @@ def test_the_probe_measures_both_ways_on_this_node():
     pillow = PillowDecoding(Preprocessor(Preprocessing()), max_pixels=64_000_000, min_side=256)
     rates = measure_rates(pillow, torch.device(DECODE_DEVICE), threads=0, workers=4)
     assert rates.pillow > 0 and rates.batched > 0
+
+
+def _pillow() -> PillowDecoding:
+    return PillowDecoding(Preprocessor(Preprocessing()), max_pixels=64_000_000, min_side=256)
+
+
+def _month_with_every_kind(folder):
+    """20 plain JPEGs in day folders, beside files the batched path leaves to Pillow: what the probe may take."""
+    for index in range(20):
+        path = folder / f"day{index % 2}" / f"{index:02d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(image_bytes("JPEG", size=(80 + index, 60), progressive=index % 2 == 1))
+    (folder / "day0" / "cmyk.jpg").write_bytes(image_bytes("JPEG", mode="CMYK"))
+    (folder / "day0" / "cut.jpg").write_bytes(image_bytes("JPEG", size=(300, 200))[:300])
+    (folder / "day1" / "photo.png").write_bytes(image_bytes("PNG"))
+    (folder / "_SUCCESS").write_bytes(b"")
+
+
+def test_the_probe_decodes_a_sample_of_the_month_s_own_jpegs(tmp_path, monkeypatch):
+    """What a GPU decoder costs depends on the files (progressive ones skip the hardware engine): the probe times
+    the month's JPEGs that the batched path would take, both ways, not a stand-in."""
+    _month_with_every_kind(tmp_path)
+    pillow, timed = _pillow(), []
+    decode = pillow.pixels
+    monkeypatch.setattr(pillow, "pixels", lambda path: timed.append(path) or decode(path))
+    rates = measure_rates(pillow, torch.device(DECODE_DEVICE), threads=0, workers=4, input_root=str(tmp_path))
+    assert rates.sample == "16 of the month's JPEGs" and rates.pillow > 0 and rates.batched > 0
+    month_files = [path for path in timed if path.startswith(str(tmp_path))]
+    assert len(month_files) == 16 and len(set(month_files)) == 16
+    assert all(path.endswith(".jpg") and "cmyk" not in path and "cut" not in path for path in month_files)
+    decoder, why = choose("auto", "cuda", lambda: rates)
+    assert why.endswith("(probe, 16 of the month's JPEGs)") or why.endswith(
+        f"(probe, 16 of the month's JPEGs), under {decoders.MARGIN}x")
+
+
+def test_the_month_sample_looks_at_a_bounded_part_of_the_folder(tmp_path, monkeypatch):
+    _month_with_every_kind(tmp_path)
+    batched = JpegBatchDecoder(Preprocessor(Preprocessing()), torch.device("cpu"), max_pixels=64_000_000,
+                               min_side=256, pillow=_pillow().pixels)
+    monkeypatch.setattr(decoders, "PROBE_LOOK_AT", 3)  # init() never lists a whole month
+    assert len(month_sample(str(tmp_path), batched)) <= 3
+    assert month_sample(str(tmp_path / "not there"), batched) == []
+
+
+@pytest.mark.parametrize("kind", ["too few JPEGs yet", "no folder yet"])
+def test_the_probe_falls_back_to_a_synthetic_photo_where_the_month_has_too_few_jpegs(tmp_path, kind):
+    """A download still under way, or a month of PNGs: a stand-in photo, and the log says why."""
+    month = tmp_path / "month"
+    if kind == "too few JPEGs yet":
+        month.mkdir()
+        for index in range(decoders.PROBE_MIN_FILES - 1):
+            (month / f"{index}.jpg").write_bytes(image_bytes("JPEG", size=(90, 70)))
+        (month / "a.png").write_bytes(image_bytes("PNG"))
+    found = decoders.PROBE_MIN_FILES - 1 if kind == "too few JPEGs yet" else 0
+    rates = measure_rates(_pillow(), torch.device(DECODE_DEVICE), threads=0, workers=4, input_root=str(month))
+    assert rates.sample == f"16 images of 640x480; the month folder had {found} JPEGs to decode at init()"
+    assert rates.pillow > 0 and rates.batched > 0
+
+
+def test_a_worker_s_probe_looks_at_its_month_folder(tmp_path, model_dir, monkeypatch):
+    from scoring.mini_batch import MiniBatchScorer, Stamp
+
+    asked = {}
+
+    def measured(pillow, device, **kwargs):
+        asked.update(kwargs)
+        return DecodeRates(pillow=100.0, batched=10.0, sample="16 of the month's JPEGs")
+
+    monkeypatch.setattr("scoring.mini_batch.measure_rates", measured)
+    monkeypatch.setattr("scoring.mini_batch.choose", lambda requested, device, rates: ("pillow", str(rates())))
+    MiniBatchScorer(model_dir=model_dir, stamp=Stamp("m", "1", "202610"), input_root=str(tmp_path),
+                    settings=JobSettings(device="cpu"))
+    assert asked["input_root"] == str(tmp_path)
 
 
 def test_a_device_whose_decode_jpeg_refuses_the_probe_keeps_pillow(monkeypatch):
