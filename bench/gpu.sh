@@ -6,7 +6,8 @@
 #   2. bench.gpu_node: the Standard_NC4as_T4_v3 node's figures on 4 cores, then the T4's software decoding path
 #      stood for by progressive files (results-gpu-node.json, rewritten after every figure, so a run cut short
 #      keeps what it measured);
-#   3. one worker's start-up, step by step (bench.worker_startup, worker-startup.json);
+#   3. one worker's start-up, step by step, alone on a core, then the node's 4 starting at once on its 4 cores
+#      (bench.worker_startup, worker-startup.json);
 #   4. a job that asks for CUDA where none is visible fails at init() in one line.
 set -uo pipefail
 out=${1:?output folder}
@@ -28,6 +29,10 @@ for decoder in torchvision auto; do
     taskset -c 0 timeout 60 python3 -m bench.worker_startup --model .state/bench/model-resnet18-cuda \
         --input .state/bench/images --decoder "$decoder" --workers 4 2>&1 | tail -1 | tee -a "$out/worker-startup.json" || status=1
 done
+echo "== the node's 4 workers starting at once on its 4 cores, as a job starts them"
+taskset -c 0-3 timeout 90 python3 -m bench.worker_startup --model .state/bench/model-resnet18-cuda \
+    --input .state/bench/images --decoder auto --workers 4 --concurrent 4 2>&1 | tail -1 \
+    | tee -a "$out/worker-startup.json" || status=1
 echo "== a job that asks for CUDA where none is visible fails at init() in one line"
 mkdir -p /tmp/one && python3 -c "from PIL import Image; Image.new('RGB', (64, 64)).save('/tmp/one/a.jpg')"
 CUDA_VISIBLE_DEVICES= timeout 30 python3 -m scoring score --input /tmp/one --model .state/bench/model-resnet18-cuda \

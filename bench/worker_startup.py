@@ -4,10 +4,13 @@ One fresh process, as each worker is, timed step by step (seconds each, in this 
 - import_torch_s: importing torch and torchvision;
 - cuda_context_s: the first CUDA operation (the context; 0 on the CPU);
 - import_scoring_s: the scoring engine's modules;
-- scorer_init_s: what `init()` builds (`MiniBatchScorer`): the model loaded and placed, the batch fitted to the
-  GPU (its first forward), the decoder chosen (`decoder=auto`: the probe);
+- scorer_init_s: what `init()` builds (`MiniBatchScorer`), split in `init_steps` as the job log's `init:` line
+  splits it: capabilities (the node probed, CUDA initialised), model (loaded and placed), batch_fit (the
+  batch fitted to the GPU by a first forward), decoder (chosen: `decoder=auto`'s probe);
 - first_mini_batch_s, second_mini_batch_s: `run()` on the first and the second `--mini-batch` files; the first
   pays what the second does not (cuDNN's first convolutions at the batch's shape, nvJPEG's set-up).
+`--concurrent N` starts N such processes at once, as a node starts its workers, and reports each (they
+share the cores and the GPU while they start; `slowest_total_s` is what the job waits for).
 On a 20,000-file run on 4 cores the workers' start-up was 10-15 s of 13-17 s (docs/performance.md); this says
 which steps those seconds are. JSON on stdout.
 """
@@ -20,8 +23,11 @@ _STARTED = time.perf_counter()  # before torch is imported: its import is the fi
 
 import argparse  # noqa: E402 - timed from above
 import json  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from scoring.step_times import StepTimes  # noqa: E402 - imports nothing heavy
 
 
 def main() -> int:
@@ -32,28 +38,25 @@ def main() -> int:
     parser.add_argument("--decoder", default="auto", choices=("auto", "pillow", "torchvision"))
     parser.add_argument("--workers", type=int, default=4, help="the node's workers this one shares the GPU with")
     parser.add_argument("--mini-batch", type=int, default=64, help="files per run() call")
+    parser.add_argument("--concurrent", type=int, default=1, help="processes started at once, as a node's workers")
     args = parser.parse_args()
-    steps: dict[str, float] = {}
-    mark = [_STARTED]
-
-    def step(name: str) -> None:
-        now = time.perf_counter()
-        steps[name] = round(now - mark[0], 3)
-        mark[0] = now
+    if args.concurrent > 1:
+        return concurrent(args)
+    steps = StepTimes(_STARTED)
 
     import torch
     import torchvision  # noqa: F401 - the engine imports it too
 
-    step("import_torch_s")
+    steps.step("import_torch_s")
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda":
         torch.zeros(1, device=device)
         torch.cuda.synchronize()
-    step("cuda_context_s")
+    steps.step("cuda_context_s")
     from scoring.job_settings import JobSettings
     from scoring.mini_batch import MiniBatchScorer, Stamp
 
-    step("import_scoring_s")
+    steps.step("import_scoring_s")
     files = sorted(str(path) for path in args.input.iterdir() if path.is_file())[:2 * args.mini_batch]
     if len(files) < 2 * args.mini_batch:
         raise SystemExit(f"--input {args.input}: needs {2 * args.mini_batch} files, has {len(files)}")
@@ -61,17 +64,35 @@ def main() -> int:
                            mini_batch_size=args.mini_batch)
     scorer = MiniBatchScorer(model_dir=args.model, stamp=Stamp("startup", "1", "209901"),
                              input_root=str(args.input), settings=settings)
-    step("scorer_init_s")
+    steps.step("scorer_init_s")
     for name, chunk in (("first_mini_batch_s", files[:args.mini_batch]), ("second_mini_batch_s", files[args.mini_batch:])):
         rows = scorer.score(chunk)
         if device == "cuda":
             torch.cuda.synchronize()
-        step(name)
+        steps.step(name)
         if len(rows) != len(chunk):
             raise SystemExit(f"{name}: {len(rows)} rows for {len(chunk)} files")
     print(json.dumps({"device": device, "profile": scorer.profile.describe(reasons=False),
-                      "batch_size": scorer.batch_size, "steps": steps,
+                      "batch_size": scorer.batch_size, "steps": steps, "init_steps": scorer.init_steps,
                       "total_s": round(time.perf_counter() - _STARTED, 3)}))
+    return 0
+
+
+def concurrent(args: argparse.Namespace) -> int:
+    """`args.concurrent` copies of this command at once (without --concurrent): each one's report, and the
+    slowest total."""
+    command = [sys.executable, "-m", "bench.worker_startup", "--model", str(args.model), "--input", str(args.input),
+               "--device", args.device, "--decoder", args.decoder, "--workers", str(args.workers),
+               "--mini-batch", str(args.mini_batch)]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(args.concurrent)]
+    reports = []
+    for process in processes:
+        output, _ = process.communicate()
+        if process.returncode != 0:
+            raise SystemExit(f"a concurrent worker start-up failed (exit code {process.returncode})")
+        reports.append(json.loads(output.strip().splitlines()[-1]))
+    print(json.dumps({"concurrent": args.concurrent, "slowest_total_s": max(r["total_s"] for r in reports),
+                      "workers": reports}))
     return 0
 
 

@@ -21,6 +21,7 @@ from scoring.model import ModelFolderError, load_model
 from scoring.predict import Predictor, fit_batch_size, pick_device, predictions
 from scoring.device_profile import FIT_GPU, Capabilities, probe, resolve
 from scoring.rows import ErrorType, error_row, scored_row
+from scoring.step_times import StepTimes
 
 log = logging.getLogger(__name__)
 # The share of the free GPU memory the workers of a node fit their batches into, together.
@@ -47,7 +48,10 @@ class MiniBatchScorer:
     def __init__(self, *, model_dir: Path, stamp: Stamp, input_root: str | None = None,
                  settings: JobSettings | None = None, capabilities: Capabilities | None = None):
         settings = settings or JobSettings()
+        # Where a worker's start-up goes, as data: the job log's `init:` line, and bench.worker_startup's.
+        self.init_steps = StepTimes()
         capabilities = capabilities or probe()
+        self.init_steps.step("capabilities")
         from scoring.model_format import locate
 
         agreement = locate(Path(model_dir)).metadata.precision_agreement
@@ -66,6 +70,7 @@ class MiniBatchScorer:
         self.input_root = input_root
         self._sample_logged = False
         self.batch_size = self.profile.batch_size
+        self.init_steps.step("model")
         workers = self.profile.workers
         if loaded.fixed_batch:
             self.batch_size = loaded.fixed_batch  # what the program runs at; a smaller last batch is padded
@@ -74,6 +79,7 @@ class MiniBatchScorer:
             self.batch_size = fit_batch_size(self.predictor, self.metadata.preprocessing.side,
                                              memory_fraction=GPU_MEMORY_SHARE / workers,
                                              largest=settings.mini_batch_size)
+        self.init_steps.step("batch_fit")
         pillow = PillowDecoding(self.preprocess, max_pixels=settings.max_pixels,
                                 min_side=self.metadata.preprocessing.short_side, threads=self.profile.decode_threads)
         decoder, why = choose(self.profile.decoder, self.profile.device, lambda: measure_rates(
@@ -82,6 +88,7 @@ class MiniBatchScorer:
         self.profile = dataclasses.replace(self.profile, decoder=decoder, reasons=(*self.profile.reasons, why))
         self.decoding = make_decoding(decoder, pillow, self.predictor.device, chunk=self.batch_size)
         self._fallbacks_logged = False
+        self.init_steps.step("decoder")
         log.info("model %s:%s: %s; sha256 %s", stamp.model_name, stamp.model_version, loaded.describe(),
                  self.digest[:12])
         if loaded.fixed_batch:
@@ -91,6 +98,7 @@ class MiniBatchScorer:
                  self.batch_size, self.profile.torch_threads, capabilities.cpus,
                  workers)  # with the reasons
         log.info("decoder: %s (%s)", self.decoding.describe(), why)
+        log.info("init: %s", self.init_steps.describe())
 
     def score(self, files: Sequence[str]) -> list[str]:
         rows: list[str] = []

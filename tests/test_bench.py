@@ -150,3 +150,24 @@ def test_worker_startup_times_every_step_of_a_workers_start_on_cpu(tmp_path, mod
     assert report["steps"]["import_torch_s"] > 0.1  # timed from before torch is imported
     assert report["total_s"] >= sum(report["steps"].values()) - 0.01
     assert "decoder torchvision" in report["profile"] and report["device"] == "cpu"
+    assert list(report["init_steps"]) == ["capabilities", "model", "batch_fit", "decoder"]
+    assert sum(report["init_steps"].values()) <= report["steps"]["scorer_init_s"] + 0.01
+
+
+def test_worker_startup_starts_several_workers_at_once_as_a_node_does(tmp_path, model_dir):
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(4):
+        Image.new("RGB", (64 + index, 48), (index * 30, 100, 200)).save(images / f"{index}.jpg")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.worker_startup", "--model", str(model_dir), "--input", str(images),
+         "--device", "cpu", "--decoder", "pillow", "--workers", "2", "--mini-batch", "2", "--concurrent", "2"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["concurrent"] == 2 and len(report["workers"]) == 2
+    assert len({worker["total_s"] for worker in report["workers"]} | {report["slowest_total_s"]}) <= 2
+    assert report["slowest_total_s"] == max(worker["total_s"] for worker in report["workers"])
+    assert all(list(worker["init_steps"]) == ["capabilities", "model", "batch_fit", "decoder"]
+               for worker in report["workers"])
