@@ -4,6 +4,8 @@ Runs the CLI end to end on the bench images for several layouts, written
 `workers:decode_threads:mini_batch_size` (-1: the job's rule for that count; 0 threads: inline), per model,
 with `--decoder` and the precision auto picks, and prints for each:
 - img_s: `--images` files end to end, start-up included, as `pipeline_img_s` is defined;
+- workers_ready_s: of those seconds, the start-up, as the job's progress data records it (until every worker
+  had finished init());
 - steady_img_s and startup_s, from a second run on `--startup-images` files: with t = startup_s + n / steady_img_s
   for both runs, the rate once the workers are up and what starting them costs.
 `--cores N` pins the sweep, and every worker it starts, to this host's first N cores (a node of N vCPUs);
@@ -78,7 +80,8 @@ def main() -> int:
                         "decode_threads": threads, **({"mini_batch_size": mini_batch} if mini_batch else {})}
             rate, rss, counts = run_pipeline(folder, model_dir, settings)
             measured = {"model": model, "workers": workers, "decode_threads": threads, "mini_batch_size": mini_batch,
-                        "img_s": round(rate, 1), "seconds": counts["seconds"], "peak_rss_mb": round(rss)}
+                        "img_s": round(rate, 1), "seconds": counts["seconds"], "workers_ready_s": counts["workers_ready_s"],
+                        "peak_rss_mb": round(rss)}
             if few is not None:
                 _rate, _rss, few_counts = run_pipeline(few, model_dir, settings)
                 steady, startup = steady_state(args.images, counts["seconds"], args.startup_images,

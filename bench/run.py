@@ -35,6 +35,8 @@ from pathlib import Path
 import psutil
 
 from bench.dataset import ensure_images, linked_copies
+from scoring.cli import WORK_DIR
+from scoring.progress import PROGRESS_FILE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STATE = PROJECT_ROOT / ".state" / "bench"
@@ -223,7 +225,7 @@ def _tree_rss(process: psutil.Process) -> int:
 
 def run_pipeline(input_dir: Path, model_dir: Path, settings: dict) -> tuple[float, float, dict]:
     """The CLI end to end on `input_dir`; returns (img/s, peak RSS MB of the whole process tree, counts with the
-    top-1 label of every image under "labels")."""
+    top-1 label of every image under "labels" and the job's own `workers_ready_s`, from its progress data)."""
     with tempfile.TemporaryDirectory(prefix="bench-out-") as out:
         command = [sys.executable, "-m", "scoring", "score", "--input", str(input_dir), "--model", str(model_dir),
                    "--out", out, "--month", "209901", "--logging_level", "WARNING"]
@@ -246,8 +248,9 @@ def run_pipeline(input_dir: Path, model_dir: Path, settings: dict) -> tuple[floa
         images = sum(len(names) for _folder, _subfolders, names in os.walk(input_dir))  # month folders nest
         with open(Path(out) / "predictions.csv", newline="", encoding="utf-8") as handle:
             labels = {row["image"]: row["label"] for row in csv.DictReader(handle)}
+        progress = json.loads((Path(out) / WORK_DIR / PROGRESS_FILE).read_text(encoding="utf-8"))
     return images / elapsed, peak / 2**20, {"images": images, "scored": len(labels), "seconds": round(elapsed, 2),
-                                            "labels": labels}
+                                            "workers_ready_s": progress["workers_ready_s"], "labels": labels}
 
 
 def top1_agreement(first: dict, second: dict) -> float:

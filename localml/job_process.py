@@ -21,12 +21,14 @@ import sys
 import time
 from pathlib import Path
 
-from localml.jobs import OUTPUTS_DIR, PROGRESS_FILE, SPEC_FILE, STATUS_FILE, STORAGE_ENV
+from localml.jobs import OUTPUTS_DIR, SPEC_FILE, STATUS_FILE, STORAGE_ENV
 from localml.month_lease import MonthLease
-from localml.workspace import read_json, write_json
+from localml.workspace import read_json
+from scoring.atomic_write import write_json
 from scoring.job_settings import JobSettings
 from scoring.job_states import JobStatus
 from scoring.model_metadata import ModelFolderError
+from scoring.progress import PROGRESS_FILE
 
 log = logging.getLogger("localml.job")
 INPUTS_DIR = "inputs"

@@ -19,7 +19,8 @@ from typing import Any
 
 from localml.process_group import stop_group
 from localml.process_identity import identify, is_alive
-from localml.workspace import LocalWorkspace, WorkspaceError, read_json, write_json
+from localml.workspace import LocalWorkspace, WorkspaceError, read_json
+from scoring.atomic_write import write_json
 from scoring.job_states import FINISHED_STATUSES, JobStatus
 
 
@@ -31,7 +32,6 @@ class JobExists(WorkspaceError):
 SPEC_FILE = "spec.json"
 STATUS_FILE = "status.json"
 PROCESS_FILE = "process.json"
-PROGRESS_FILE = "progress.json"  # written by the job process alone: phase, counts, rate, ETA, profile
 LOG_FILE = "job.log"
 OUTPUTS_DIR = "outputs"
 # The job's read-only credential for its month's container (a container URL with a read-and-list signature)

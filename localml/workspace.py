@@ -17,7 +17,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from scoring.atomic_write import atomic_write
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
@@ -30,12 +29,6 @@ def check_name(kind: str, value: str) -> str:
     if not isinstance(value, str) or not _NAME.match(value) or ".." in value:
         raise WorkspaceError(f"invalid {kind} name {value!r}: use letters, digits, '-', '_' and '.'")
     return value
-
-
-def write_json(path: Path, document: dict[str, Any]) -> None:
-    with atomic_write(path) as stream:
-        json.dump(document, stream, indent=2, sort_keys=True)
-        stream.write("\n")
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

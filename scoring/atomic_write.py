@@ -11,11 +11,12 @@ room for a suffix.)
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 @contextlib.contextmanager
@@ -33,3 +34,10 @@ def atomic_write(path: Path | str, mode: str = "w", *, encoding: str | None = "u
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
         raise
+
+
+def write_json(path: Path | str, document: dict[str, Any]) -> None:
+    """`document` as indented JSON with sorted keys, whole or not at all."""
+    with atomic_write(path) as stream:
+        json.dump(document, stream, indent=2, sort_keys=True)
+        stream.write("\n")

@@ -25,6 +25,7 @@ from scoring.merge import ErrorThresholdExceeded, MergeResult
 from scoring.model_metadata import ModelFolderError
 from scoring.month import InvalidMonth, is_month, validate_month
 from scoring.parallel_runner import ROWS_DIR, ParallelJob, ParallelJobFailed, run_parallel_job
+from scoring.progress import PROGRESS_FILE
 
 CODE_ROOT = Path(__file__).resolve().parent.parent
 ENTRY_SCRIPT = Path(__file__).resolve().parent / "entry.py"
@@ -137,6 +138,7 @@ def month_of_input(args: argparse.Namespace, input_root: Path) -> str:
 
 
 def score(args: argparse.Namespace, settings) -> MergeResult:
+    from scoring.atomic_write import write_json
     from scoring.model_format import model_identity
     from scoring.model_snapshot import snapshot_model
     from scoring.reuse import scoring_key
@@ -161,6 +163,7 @@ def score(args: argparse.Namespace, settings) -> MergeResult:
             output_dir=args.out, program_arguments=tuple(program_arguments), settings=settings,
             progress_interval_s=args.progress_interval, rows_dir=work_dir / ROWS_DIR,
             scoring_key=scoring_key(model, name, version, month, settings), model_digest=model.digest,
+            on_progress=lambda snapshot: write_json(work_dir / PROGRESS_FILE, snapshot),
         )
         return run_parallel_job(job, items)
     finally:

@@ -94,6 +94,9 @@ class _Progress:
         self.started = self.last_report = time.monotonic()
         self.phase = "scoring"
         self.profile: str | None = None
+        # Seconds from the job's start until every worker of the pool had finished init() (start-up's cost);
+        # None until then, and for good where some worker never got a mini-batch to report on.
+        self.workers_ready_s: float | None = None
         self._on_change = on_change
         self._last_publish = 0.0
 
@@ -109,6 +112,7 @@ class _Progress:
             "reused": self.reused, "listing_complete": self.listing_complete,
             "img_s": round(rate, 1), "eta_s": round(left / rate) if rate > 0 and self.listing_complete else None,
             "elapsed_s": round(time.monotonic() - self.started, 1), "profile": self.profile,
+            "workers_ready_s": self.workers_ready_s,
         }
 
     def publish(self, force: bool = False) -> None:
@@ -154,8 +158,9 @@ def _run(job: ParallelJob, items: Iterable[InputItem], cache: RowsCache, ledger:
                           error_threshold=settings.error_threshold)
     progress.phase = "done"
     progress.publish(force=True)
-    log.info("job done: %d images, %d scored, %d errors (%d rows reused) in %.1fs",
-             result.inputs, result.scored, result.errors, progress.reused, time.monotonic() - progress.started)
+    log.info("job done: %d images, %d scored, %d errors (%d rows reused) in %.1fs%s",
+             result.inputs, result.scored, result.errors, progress.reused, time.monotonic() - progress.started,
+             "" if progress.workers_ready_s is None else f", workers ready after {progress.workers_ready_s:.1f}s")
     return result
 
 
@@ -170,6 +175,7 @@ class _Dispatcher:
         self.attempts: collections.Counter[str] = collections.Counter()
         self.failed_batches = 0
         self.batch_count = 0
+        self.ready_workers = 0  # init() done, replacements included
         self.pool = WorkerPool(_workers(self.settings), code_root=str(job.code_root),
                                entry_script=str(job.entry_script), argv=list(job.program_arguments),
                                logging_level=self.settings.logging_level)
@@ -272,6 +278,12 @@ class _Dispatcher:
                 self._settle(worker, kind, payload)
 
     def _on_ready(self, summary: str | None) -> None:
+        self.ready_workers += 1
+        if self.progress.workers_ready_s is None and self.ready_workers >= self.pool.size:
+            self.progress.workers_ready_s = round(time.monotonic() - self.progress.started, 2)
+            log.info("%s ready after %.1fs", "the worker" if self.pool.size == 1 else f"all {self.pool.size} workers",
+                     self.progress.workers_ready_s)
+            self.progress.publish(force=True)
         if summary and summary != self.progress.profile:
             log.info("worker ready: %s", summary)
             self.progress.profile = summary

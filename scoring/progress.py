@@ -7,6 +7,9 @@ print them with `describe_progress`, never by parsing the job's log.
 
 from __future__ import annotations
 
+# A running job's latest snapshot, rewritten as it advances: in a local job's folder, and in the CLI's work folder.
+PROGRESS_FILE = "progress.json"
+
 
 def describe_progress(snapshot: dict) -> str:
     """One line for a person: the same words in the job log, the CLI and the wait task's log."""

@@ -65,7 +65,9 @@ def test_the_gpu_node_figures_run_as_a_dry_run_on_cpu(tmp_path, model_dir):
     assert figures["auto_choice"]["probe"]["sample"] == "10 of the month's JPEGs"  # the run's own, not a stand-in
     measured = figures["models"]["resnet18"]
     assert set(measured["pipeline_img_s"]) == {"pillow", "torchvision", "auto"}
-    assert all(run == {"images": 10, "scored": 10, "seconds": run["seconds"]} for run in measured["runs"].values())
+    assert all(run == {"images": 10, "scored": 10, "seconds": run["seconds"], "workers_ready_s": run["workers_ready_s"]}
+               for run in measured["runs"].values())
+    assert all(0 < run["workers_ready_s"] < run["seconds"] for run in measured["runs"].values())  # the job's own
     assert measured["forward_img_s"] > 0 and 0.9 <= measured["top1_agreement"] <= 1
     verdict = figures["verdict"]["resnet18"]
     target = min(2 * figures["decode_img_s"], 0.7 * measured["forward_img_s"])
@@ -75,7 +77,8 @@ def test_the_gpu_node_figures_run_as_a_dry_run_on_cpu(tmp_path, model_dir):
     assert software["model"] == "resnet18" and software["images"] == 8
     assert software["gpu_decode_img_s"] > 0 and software["host_cpu_ms_per_image"] > 0
     assert set(software["pipeline_img_s"]) == set(software["runs"]) == {"torchvision", "pillow"}
-    assert all(run == {"images": 8, "scored": 8, "seconds": run["seconds"]} for run in software["runs"].values())
+    assert all(run == {"images": 8, "scored": 8, "seconds": run["seconds"], "workers_ready_s": run["workers_ready_s"]}
+               for run in software["runs"].values())
     assert software["auto_choice"]["probe"]["sample"] == "8 of the month's JPEGs"  # the progressive copies
     shapes = measured["shapes_top1_agreement"]  # 4 labels x 3 drawn images, and the demo's 5 broken files
     assert shapes["runs"]["pillow"]["images"] == 17 and shapes["runs"]["pillow"]["scored"] == 12
@@ -105,7 +108,7 @@ def test_the_gpu_sweep_splits_each_layout_into_start_up_and_steady_rate_as_a_dry
     assert report["cores"] == [0] and report["decoder"] == "torchvision"
     assert [(row["workers"], row["decode_threads"], row["mini_batch_size"]) for row in report["layouts"]] == \
         [(1, 0, None), (1, -1, 4)]
-    assert all(row["img_s"] > 0 and row["seconds"] > 0 for row in report["layouts"])
+    assert all(row["img_s"] > 0 and 0 < row["workers_ready_s"] < row["seconds"] for row in report["layouts"])
 
 
 def test_steady_state_solves_two_runs_for_the_rate_and_the_start_up():

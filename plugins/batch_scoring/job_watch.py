@@ -123,7 +123,8 @@ def job_duration(info) -> float | None:
 
 
 def job_summary(info) -> str:
-    """What a finished job did, from its status data: counts, duration, throughput, the profile it ran with."""
+    """What a finished job did, from its status data: counts, duration, throughput, its workers' start-up, the
+    profile it ran with."""
     counts, progress = info.details.get("counts") or {}, info.details.get("progress") or {}
     parts = []
     if counts:
@@ -131,6 +132,8 @@ def job_summary(info) -> str:
     if seconds := job_duration(info):
         rate = f" ({counts['inputs'] / seconds:.1f} img/s)" if counts else ""
         parts.append(f"in {seconds:.1f}s{rate}")
+    if progress.get("workers_ready_s") is not None:
+        parts.append(f"workers ready after {progress['workers_ready_s']:.1f}s")
     if progress.get("profile"):
         parts.append(progress["profile"])
     return "; ".join(parts)

@@ -2,7 +2,8 @@
 
 `raise*` raises in run(), `die*` kills the worker, `hang*` never returns,
 `flaky*` kills the worker on its first try only, `bad*` comes back as an error
-row, a name with `slow` takes FAULT_ENTRY_SLOW_S seconds (default 1), init() takes FAULT_ENTRY_INIT_S (default 0). Every init() and run() call is logged under --state.
+row, a name with `slow` takes FAULT_ENTRY_SLOW_S seconds (default 1), init() takes FAULT_ENTRY_INIT_S (default 0),
+or FAULT_ENTRY_LATER_INIT_S in every worker but the first to start. Every init() and run() call is logged under --state.
 """
 
 import argparse
@@ -29,7 +30,13 @@ def init():
     _args, _ = parser.parse_known_args()
     if _args.fail_init:
         raise RuntimeError("model folder is missing")
-    time.sleep(float(os.environ.get("FAULT_ENTRY_INIT_S", "0")))  # a slow model load
+    seconds = os.environ.get("FAULT_ENTRY_INIT_S", "0")
+    if "FAULT_ENTRY_LATER_INIT_S" in os.environ:
+        try:
+            os.close(os.open(Path(_args.state) / "first-init", os.O_CREAT | os.O_EXCL))  # the first worker only
+        except FileExistsError:
+            seconds = os.environ["FAULT_ENTRY_LATER_INIT_S"]
+    time.sleep(float(seconds))  # a slow model load
     if _args.model_dir:
         _digest = hashlib.sha256(locate(Path(_args.model_dir)).path.read_bytes()).hexdigest()
     with open(Path(_args.state) / "inits.log", "a") as log:

@@ -1,6 +1,7 @@
 """`python -m scoring score` end to end: a local folder and an Azurite blob folder."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -35,6 +36,9 @@ def test_scores_a_local_folder(tmp_path, model_dir):
     assert set(predictions) == {item for item, outcome in expected.items() if outcome == "ok"}
     assert {row["month"] for row in predictions.values()} == {"202605"}
     assert set(_images(tmp_path / "out", "errors.csv")) == {i for i, o in expected.items() if o != "ok"}
+    progress = json.loads((tmp_path / "out" / ".scoring-work" / "progress.json").read_text())  # as data
+    assert (progress["phase"], progress["items_done"], progress["errors"]) == ("done", 9, 3)
+    assert 0 < progress["workers_ready_s"] <= progress["elapsed_s"]
 
 
 def test_scores_a_blob_folder(tmp_path, model_dir, azurite, blob_service):

@@ -211,3 +211,24 @@ def test_a_failing_listing_fails_the_job_with_its_message(tmp_path):
 
     with pytest.raises(ParallelJobFailed, match="did not answer for 5s"):
         run_parallel_job(job, broken())
+
+
+def test_the_progress_says_when_every_worker_had_finished_init(tmp_path, monkeypatch):
+    """Start-up as data: the seconds until the pool's last worker was up, for the job's summary and the bench."""
+    monkeypatch.setenv("FAULT_ENTRY_LATER_INIT_S", "2")  # the second worker is up 2 s after the first
+    snapshots = []
+    job = _job(tmp_path, [f"{i}.jpg" for i in range(8)], mini_batch_size=2, max_concurrency_per_instance=2,
+               on_progress=snapshots.append)
+    _run(job)
+    ready = snapshots[-1]["workers_ready_s"]
+    assert 2 <= ready <= snapshots[-1]["elapsed_s"]
+    first_known = next(index for index, s in enumerate(snapshots) if s["workers_ready_s"] is not None)
+    assert first_known > 0 and all(s["workers_ready_s"] is None for s in snapshots[:first_known])
+    assert all(s["workers_ready_s"] == ready for s in snapshots[first_known:])  # set once, replacements aside
+
+
+def test_a_worker_that_never_got_a_mini_batch_leaves_the_start_up_unknown(tmp_path):
+    snapshots = []
+    job = _job(tmp_path, ["a.jpg"], mini_batch_size=2, max_concurrency_per_instance=2, on_progress=snapshots.append)
+    _run(job)
+    assert snapshots[-1]["phase"] == "done" and snapshots[-1]["workers_ready_s"] is None

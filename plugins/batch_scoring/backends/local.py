@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from localml import jobs
-from localml.workspace import LocalWorkspace, WorkspaceError, read_json, write_json
+from localml.workspace import LocalWorkspace, WorkspaceError, read_json
+from scoring.atomic_write import write_json
 from scoring.merge import ERRORS_FILE, PREDICTIONS_FILE
+from scoring.progress import PROGRESS_FILE
 
 from batch_scoring.backends.base import (
     BackendError,
@@ -164,7 +166,7 @@ class LocalBackend:
     def _info(self, name: str, status: dict) -> JobInfo:
         job_dir = self.workspace.job_dir(name)
         details = {key: status[key] for key in ("counts", "submitted_at", "started_at", "finished_at") if key in status}
-        progress = read_json(job_dir / jobs.PROGRESS_FILE)
+        progress = read_json(job_dir / PROGRESS_FILE)
         if progress:
             details["progress"] = progress
         spec = read_json(job_dir / jobs.SPEC_FILE) or {}

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 import batch_scoring.job_pages as job_pages
 from batch_scoring.job_pages import URL_PREFIX, app, job_page_base
 from devstack.airflow_env import connections
-from localml.workspace import write_json
+from scoring.atomic_write import write_json
 
 CONNECTION_STRING = ("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
                      "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;")

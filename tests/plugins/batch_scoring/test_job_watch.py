@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from batch_scoring.job_watch import CANCEL_AND_WAIT, CANCEL_REQUEST, JobWatch, StateClock, next_poll_s
+from batch_scoring.job_watch import CANCEL_AND_WAIT, CANCEL_REQUEST, JobWatch, StateClock, job_summary, next_poll_s
 
 
 def _info(status, terminal=False, **details):
@@ -16,6 +16,15 @@ def test_a_finished_job_ends_the_wait_with_its_event_and_nothing_is_cancelled():
     watch = JobWatch("job-1", end_time=1000.0, poll_interval=30, started=0.0)
     verdict = watch.after(_info("Completed", terminal=True), now=10.0, monotonic=10.0)
     assert verdict.event["status"] == "success" and verdict.cancel is None
+
+
+def test_a_finished_job_s_summary_names_its_workers_start_up_where_its_progress_records_it():
+    finished = {"started_at": 100.0, "finished_at": 110.0, "counts": {"inputs": 305, "scored": 300, "errors": 5}}
+    progress = {"phase": "done", "workers_ready_s": 3.24, "profile": "scoring profile cpu, bf16"}
+    assert job_summary(_info("Completed", terminal=True, **finished, progress=progress)) == (
+        "305 images, 300 scored, 5 errors; in 10.0s (30.5 img/s); workers ready after 3.2s; scoring profile cpu, bf16")
+    unknown = {**progress, "workers_ready_s": None}  # a worker never got a mini-batch to report on
+    assert "workers ready" not in job_summary(_info("Completed", terminal=True, **finished, progress=unknown))
 
 
 def test_the_deadline_cancels_and_waits_and_a_stall_only_asks():
