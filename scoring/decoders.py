@@ -44,6 +44,7 @@ PROBE_SIZE = (640, 480)  # a typical photo: the stand-in where the month folder 
 PROBE_IMAGES = 16
 PROBE_MIN_FILES = 4  # fewer of the month's own JPEGs than this say less than the stand-in
 PROBE_LOOK_AT = 256  # entries of the month folder looked at, at most: init() never lists a whole month
+_STAND_IN = f"{PROBE_IMAGES} images of {PROBE_SIZE[0]}x{PROBE_SIZE[1]}"
 
 
 class PillowDecoding:
@@ -115,7 +116,7 @@ class DecodeRates:
 
     pillow: float  # on this worker's decode threads (or inline)
     batched: float  # its share of the device: the device's rate divided among the workers using it; 0: refused
-    sample: str = f"{PROBE_IMAGES} images of {PROBE_SIZE[0]}x{PROBE_SIZE[1]}"  # what was decoded, for the log
+    sample: str = _STAND_IN  # what was decoded, for the log
 
 
 def choose(requested: str, device: str, rates: Callable[[], DecodeRates]) -> tuple[str, str]:
@@ -154,9 +155,8 @@ def measure_rates(pillow: PillowDecoding, device: torch.device, *, threads: int,
             paths, sample = own, f"{len(own)} of the month's JPEGs"
         else:
             paths = [photo] * PROBE_IMAGES
-            sample = (f"{PROBE_IMAGES} images of {PROBE_SIZE[0]}x{PROBE_SIZE[1]}" if not input_root else
-                      f"{PROBE_IMAGES} images of {PROBE_SIZE[0]}x{PROBE_SIZE[1]}; the month folder had "
-                      f"{len(own)} JPEGs to decode at init()")
+            sample = _STAND_IN if not input_root else \
+                f"{_STAND_IN}; the month folder had {len(own)} JPEGs to decode at init()"
         started = time.perf_counter()
         for path in paths:
             pillow.pixels(path)
