@@ -13,7 +13,8 @@ through the job the submit operator builds with the DAG's default form values),
 cli_defaults_img_s (the CLI with no tuning flag: the same defaults, a local folder),
 decode_img_s and forward_img_s (each alone, all cores), ceiling_img_s (CPU:
 1/(1/decode + 1/forward), the two share the cores; GPU: min of the two, they overlap),
-peak RSS of whole job process trees for the small and the large set, the job's main
+peak RSS of whole job process trees for the small and the large set, and the seconds until their
+workers were all up (`workers_ready_s`, the job's own progress data), the job's main
 process alone at 10,000 and 1,000,000 zero-byte inputs (`bench.flat_memory`), the profile
 `auto` chose and its top-1 agreement with fp32 on the demo sample month.
 """
@@ -377,6 +378,8 @@ def main() -> int:
         "decode_ms_per_image_one_core": round(1000 * _cpus() / decode, 2),
         f"pipeline_img_s_{_size(args.rss_images)}": round(pipeline_1k, 1),
         f"pipeline_img_s_{_size(args.large)}": round(pipeline_large, 1),
+        f"workers_ready_s_{_size(args.rss_images)}": counts_1k["workers_ready_s"],
+        f"workers_ready_s_{_size(args.large)}": large_counts["workers_ready_s"],
         f"peak_rss_mb_{_size(args.rss_images)}": round(rss_1k),
         f"peak_rss_mb_{_size(args.large)}": round(rss_large),
         "rss_growth": round(rss_large / rss_1k, 3),
