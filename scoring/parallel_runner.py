@@ -175,7 +175,6 @@ class _Dispatcher:
         self.attempts: collections.Counter[str] = collections.Counter()
         self.failed_batches = 0
         self.batch_count = 0
-        self.ready_workers = 0  # init() done, replacements included
         self.pool = WorkerPool(_workers(self.settings), code_root=str(job.code_root),
                                entry_script=str(job.entry_script), argv=list(job.program_arguments),
                                logging_level=self.settings.logging_level)
@@ -278,8 +277,7 @@ class _Dispatcher:
                 self._settle(worker, kind, payload)
 
     def _on_ready(self, summary: str | None) -> None:
-        self.ready_workers += 1
-        if self.progress.workers_ready_s is None and self.ready_workers >= self.pool.size:
+        if self.progress.workers_ready_s is None and all(worker.ready for worker in self.pool.workers):
             self.progress.workers_ready_s = round(time.monotonic() - self.progress.started, 2)
             log.info("%s ready after %.1fs", "the worker" if self.pool.size == 1 else f"all {self.pool.size} workers",
                      self.progress.workers_ready_s)
